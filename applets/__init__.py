@@ -1,0 +1,1 @@
+"""The applications on the card: social security, extension area and financial application."""

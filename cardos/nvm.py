@@ -1,0 +1,123 @@
+"""The card's EEPROM: a map of immutable values changed only by atomic, tear-safe commits.
+
+A command stages its writes in RAM. commit() copies them into a persistent commit buffer,
+sets the commit flag, applies them, then clears buffer and flag. A power cut at any of those
+write steps leaves either the old state (flag unset: recovery drops the buffer) or the new
+one (flag set: recovery applies the buffer again, which is idempotent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Hashable
+
+DELETED = object()  # a staged or buffered removal
+
+
+class PowerLoss(Exception):
+    """The card lost power in the middle of an EEPROM write (raised only by the test hook)."""
+
+
+class Store:
+    """Persistent memory with one open transaction at a time."""
+
+    def __init__(self, data: dict | None = None, buffer: list | None = None, committed: bool = False) -> None:
+        self.data: dict[Hashable, Any] = dict(data or {})
+        self.buffer: list[tuple[Hashable, Any]] = list(buffer or [])
+        self.committed = committed
+        self._pending: dict[Hashable, Any] = {}
+        # Bumped whenever the visible contents change other than by staging (rollback,
+        # recovery, power cut), so derived indexes know to rebuild.
+        self.generation = 0
+        self.tear_at: int | None = None
+        self.steps = 0
+
+    # -- reading and staging ------------------------------------------------------------
+    def get(self, key: Hashable, default: Any = None) -> Any:
+        if key in self._pending:
+            v = self._pending[key]
+            return default if v is DELETED else v
+        return self.data.get(key, default)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return self.get(key, DELETED) is not DELETED
+
+    def put(self, key: Hashable, value: Any) -> None:
+        self._pending[key] = value
+
+    def delete(self, key: Hashable) -> None:
+        self._pending[key] = DELETED
+
+    def items(self) -> Iterator[tuple[Hashable, Any]]:
+        """Every live entry, staged writes included."""
+        for k, v in self.data.items():
+            if k not in self._pending:
+                yield k, v
+        for k, v in self._pending.items():
+            if v is not DELETED:
+                yield k, v
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self._pending)
+
+    # -- committing ---------------------------------------------------------------------
+    def commit(self) -> None:
+        """Make the staged writes persistent as one unit."""
+        if not self._pending:
+            return
+        staged, self._pending = list(self._pending.items()), {}
+        for entry in staged:
+            self._step()
+            self.buffer.append(entry)
+        self._step()
+        self.committed = True
+        self._apply_buffer()
+
+    def rollback(self) -> None:
+        """Forget the staged writes."""
+        if self._pending:
+            self._pending = {}
+            self.generation += 1
+
+    def recover(self) -> None:
+        """At power-on: finish a commit whose flag was set, drop one whose flag was not."""
+        self._pending = {}
+        if self.committed:
+            self._apply_buffer()
+        else:
+            self.buffer.clear()
+        self.generation += 1
+
+    def _apply_buffer(self) -> None:
+        for key, value in self.buffer:
+            self._step()
+            if value is DELETED:
+                self.data.pop(key, None)
+            else:
+                self.data[key] = value
+        self._step()
+        self.buffer.clear()
+        self.committed = False
+
+    # -- the tearing hook -----------------------------------------------------------------
+    def _step(self) -> None:
+        # Every EEPROM write passes here, so a test can cut power before any one of them.
+        self.steps += 1
+        if self.tear_at is not None and self.steps >= self.tear_at:
+            self.tear_at = None
+            self._pending = {}
+            self.generation += 1
+            raise PowerLoss(f"power cut at write step {self.steps}")
+
+    def arm_tear(self, step: int) -> None:
+        """Test hook: cut power before the step-th EEPROM write from now (1-based)."""
+        self.steps = 0
+        self.tear_at = step
+
+    def disarm(self) -> None:
+        self.tear_at = None
+
+    @staticmethod
+    def is_deleted(value: Any) -> bool:
+        return value is DELETED

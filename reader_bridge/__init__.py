@@ -1,0 +1,1 @@
+"""Transports that carry APDUs to a card: in-process, PC/SC through pyscard, and the vpcd link."""
