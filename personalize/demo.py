@@ -17,6 +17,7 @@ from cardos.tlv import simple_record
 from . import fmcos
 from .fmcos import Step
 from .script import Authenticate, ScriptItem, run
+from reader_bridge.transport import InProcess
 
 TRANSPORT_KEY = b"\xff" * 16  # FMCOS factory key 00 of the MF
 
@@ -101,8 +102,7 @@ def _append(fid: int, record: bytes) -> bytes:
 def blank_card(config: CosConfig | None = None) -> Card:
     """A factory-blank card, made by sending an empty chip its vendor's commands."""
     card = Card(config=config)
-    card.power_on()
-    run(card.transmit, blank_script())
+    run(InProcess(card).transmit, blank_script())
     card.power_on()
     return card
 
@@ -110,6 +110,6 @@ def blank_card(config: CosConfig | None = None) -> Card:
 def demo_card(config: CosConfig | None = None) -> Card:
     """The demo card: a blank card initialized by demo_init_script."""
     card = blank_card(config)
-    run(card.transmit, demo_init_script())
+    run(InProcess(card).transmit, demo_init_script())
     card.power_on()
     return card

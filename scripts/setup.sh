@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs everything sscard needs on a fresh Debian machine: PC/SC parts from Debian,
+# a virtualenv in .venv with sscard and its test tools. Safe to run again; quiet when done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(pcscd vsmartcard-vpcd pcsc-tools opensc swig libpcsclite-dev gcc python3-dev python3-venv
+              python3-virtualsmartcard)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}"
+    SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [[ ! -x .venv/bin/python ]]; then
+    "$PY" -m venv .venv
+fi
+stamp=.venv/.sscard-installed
+if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
+    echo "setup: installing sscard into .venv"
+    .venv/bin/pip install -q --upgrade pip >/dev/null
+    .venv/bin/pip install -q -e ".[test,bench]"
+    touch "$stamp"
+fi
