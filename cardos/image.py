@@ -161,9 +161,17 @@ def from_document(doc: dict, where: str = "image") -> Card:
                 buffer.append(_decode(entry))
         except (KeyError, TypeError, ValueError, CardError) as e:
             raise ImageError(f"{where}: commit_buffer.entries[{i}]: {e}") from None
-    _check_consistent(data, where)
-    store = Store(data, buffer, bool(cb.get("committed", False)))
-    return Card(store, config)
+    committed = bool(cb.get("committed", False))
+    # Check the state the card will have once power-on finishes or drops the torn commit.
+    recovered = dict(data)
+    if committed:
+        for k, v in buffer:
+            if v is DELETED:
+                recovered.pop(k, None)
+            else:
+                recovered[k] = v
+    _check_consistent(recovered, where)
+    return Card(Store(data, buffer, committed), config)
 
 
 def _check_consistent(data: dict, where: str) -> None:
