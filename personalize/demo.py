@@ -16,6 +16,7 @@ from cardos.tlv import simple_record
 
 from . import fmcos
 from .fmcos import Step
+from .keys import KeyRef, SoftwareKeys
 from .script import Authenticate, ScriptItem, run
 from reader_bridge.transport import InProcess
 
@@ -66,7 +67,7 @@ def demo_init_script() -> list[ScriptItem]:
     binary = TransparentEF(DEMO_BINARY, read_right=0xF1, write_right=0xF2, size=32)
     records = VariableRecordEF(DEMO_RECORDS, read_right=0x00, write_right=0xF2, size=0x60)
     return [
-        Authenticate(0x00, Algorithm.TDES, TRANSPORT_KEY, "authenticate with the transport key"),
+        Authenticate(0x00, KeyRef("transport"), "authenticate with the transport key"),
         Step(fmcos.erase_df(), "erase the card"),
         Step(fmcos.create_file(KeyFile(0x0000, size=0x100, add_right=MF_MASTER_STATE)), "create MF key file"),
         Step(fmcos.write_key(_key(KEY_EXTERNAL, 0x00, k["mf_master"], 0xF0, MF_MASTER_STATE, MF_MASTER_STATE)),
@@ -95,6 +96,13 @@ def demo_init_script() -> list[ScriptItem]:
     ]
 
 
+def demo_keys() -> SoftwareKeys:
+    """A key provider over the demo keys (undiversified), named as in DEMO_KEYS plus "transport"."""
+    keys = {name: (Algorithm.TDES, value, 1) for name, value in DEMO_KEYS.items()}
+    keys["transport"] = (Algorithm.TDES, TRANSPORT_KEY, 1)
+    return SoftwareKeys(keys)
+
+
 def _append(fid: int, record: bytes) -> bytes:
     return build(0x00, 0xE2, 0x00, (fid & 0x1F) << 3, record)
 
@@ -110,6 +118,6 @@ def blank_card(config: CosConfig | None = None) -> Card:
 def demo_card(config: CosConfig | None = None) -> Card:
     """The demo card: a blank card initialized by demo_init_script."""
     card = blank_card(config)
-    run(InProcess(card).transmit, demo_init_script())
+    run(InProcess(card).transmit, demo_init_script(), demo_keys())
     card.power_on()
     return card

@@ -3,40 +3,53 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from cardos.apdu import split_response
-from cardos.crypto import Algorithm
-from cardos.files import KeyRecord
+from cardos.apdu import build, split_response
 
 from . import fmcos
 from .fmcos import Step
+from .keys import KeyProvider, KeyRef
 
 Transmit = Callable[[bytes], bytes]
 
 
 @dataclass(frozen=True)
 class Authenticate:
-    """GET CHALLENGE then EXTERNAL AUTHENTICATE with a key of the current DF."""
+    """GET CHALLENGE then EXTERNAL AUTHENTICATE with key key_id of the current DF."""
 
     key_id: int
-    alg: Algorithm
-    key: bytes = field(repr=False)
+    ref: KeyRef
     note: str = ""
 
 
 @dataclass(frozen=True)
-class SecuredKeyLoad:
-    """GET CHALLENGE then 84 D4: a key record sealed and MACed under the DF's 39/00 key."""
+class KeyLoad:
+    """WRITE KEY of a card key: plain 80 D4 (fresh DF) or, with `under`, sealed and MACed 84 D4."""
 
-    record: KeyRecord
-    alg: Algorithm
-    master: bytes = field(repr=False)
-    replace: bool = True
+    p1: int
+    key_id: int
+    prefix: bytes
+    target: KeyRef
+    under: KeyRef | None = None
     note: str = ""
 
 
-ScriptItem = Step | Authenticate | SecuredKeyLoad
+@dataclass(frozen=True)
+class Secured:
+    """GET CHALLENGE then a command whose data carries a MAC4 under `ref` (line protection)."""
+
+    cla: int
+    ins: int
+    p1: int
+    p2: int
+    body: bytes
+    ref: KeyRef
+    note: str = ""
+    expect: tuple[int, ...] = (0x9000,)
+
+
+ScriptItem = Step | Authenticate | KeyLoad | Secured
 
 
 class ScriptError(RuntimeError):
@@ -61,7 +74,7 @@ class Exchange:
         return split_response(self.response)[1]
 
 
-def run(transmit: Transmit, script: Iterable[ScriptItem]) -> list[Exchange]:
+def run(transmit: Transmit, script: Iterable[ScriptItem], keys: KeyProvider | None = None) -> list[Exchange]:
     """Send a script; stop with ScriptError at the first unexpected status word."""
     log: list[Exchange] = []
 
@@ -73,16 +86,35 @@ def run(transmit: Transmit, script: Iterable[ScriptItem]) -> list[Exchange]:
             raise ScriptError(index, note, ex.sw)
         return split_response(resp)[0]
 
+    def challenge(index: int, note: str) -> bytes:
+        return send(index, fmcos.get_challenge(8), f"{note}: challenge", False)
+
     for i, item in enumerate(script, 1):
         if isinstance(item, Step):
             send(i, item.apdu, item.note, item.secret, item.expect)
-        elif isinstance(item, Authenticate):
-            chal = send(i, fmcos.get_challenge(8), f"{item.note}: challenge", False)
-            send(i, fmcos.external_authenticate(item.alg, item.key, chal, item.key_id), item.note, True)
-        elif isinstance(item, SecuredKeyLoad):
-            chal = send(i, fmcos.get_challenge(8), f"{item.note}: challenge", False)
-            apdu = fmcos.write_key_secured(item.record, item.alg, item.master, chal, item.replace)
-            send(i, apdu, item.note, True)
+            continue
+        if keys is None:
+            raise TypeError("this script needs a key provider")
+        if isinstance(item, Authenticate):
+            chal = challenge(i, item.note)
+            block = (chal + bytes(16))[: keys.algorithm(item.ref).block]
+            send(i, build(0x00, 0x82, 0x00, item.key_id, keys.encrypt(item.ref, block)), item.note, True)
+        elif isinstance(item, KeyLoad) and item.under is None:
+            value = keys.value_for_plain_load(item.target)
+            send(i, build(0x80, 0xD4, item.p1, item.key_id, item.prefix + value), item.note, True)
+        elif isinstance(item, KeyLoad):
+            chal = challenge(i, item.note)
+            sealed = keys.seal_key_record(item.under, item.prefix, item.target)
+            send(i, _with_mac(keys, item.under, chal, 0x84, 0xD4, item.p1, item.key_id, sealed), item.note, True)
+        elif isinstance(item, Secured):
+            chal = challenge(i, item.note)
+            send(i, _with_mac(keys, item.ref, chal, item.cla, item.ins, item.p1, item.p2, item.body),
+                 item.note, True, item.expect)
         else:
             raise TypeError(f"unknown script item {item!r}")
     return log
+
+
+def _with_mac(keys: KeyProvider, ref: KeyRef, chal: bytes, cla: int, ins: int, p1: int, p2: int, body: bytes) -> bytes:
+    mac = keys.mac(ref, chal, bytes((cla, ins, p1, p2, len(body) + 4)) + body)
+    return build(cla, ins, p1, p2, body + mac)

@@ -8,6 +8,8 @@ from cardos.files import (KEY_EXTERNAL, KEY_MAINTENANCE, KEY_PIN, DedicatedFile,
 from cardos.tlv import simple_record
 from personalize import fmcos
 from personalize.demo import TRANSPORT_KEY
+from personalize.demo import demo_keys
+from personalize.keys import KeyRef, SoftwareKeys
 from personalize.script import Authenticate, run
 from reader_bridge.transport import InProcess
 from tests.util import authenticate, ok, sw
@@ -21,7 +23,7 @@ LP_KEY = bytes.fromhex("36" * 16)
 def _script():
     df = DedicatedFile(0xDF03, size=0x400, create_right=0x33, erase_right=0x33, name=b"TEST.APP.01")
     return [
-        Authenticate(0x00, Algorithm.TDES, TRANSPORT_KEY, "transport key"),
+        Authenticate(0x00, KeyRef("transport"), "transport key"),
         fmcos.Step(fmcos.erase_df(), "erase"),
         fmcos.Step(fmcos.create_file(KeyFile(0x0000, size=0x60, add_right=0x0F)), "MF key file"),
         fmcos.Step(fmcos.write_key(KeyRecord(KEY_EXTERNAL, 0, 0xF0, 0x0F, MF_KEY, next_state=0xF,
@@ -46,7 +48,7 @@ def _script():
 
 
 def test_initialization_then_rights_hold(blank):
-    log = run(InProcess(blank).transmit, _script())
+    log = run(InProcess(blank).transmit, _script(), demo_keys())
     assert all(ex.sw == 0x9000 for ex in log)
     blank.power_on()                                     # a new session: the key files now lock
     card = blank
@@ -77,7 +79,7 @@ def test_initialization_then_rights_hold(blank):
 
 
 def test_fresh_df_accepts_everything_until_it_is_entered_again(blank):
-    run(InProcess(blank).transmit, [Authenticate(0x00, Algorithm.TDES, TRANSPORT_KEY), fmcos.Step(fmcos.erase_df(), "")])
+    run(InProcess(blank).transmit, [Authenticate(0x00, KeyRef("transport")), fmcos.Step(fmcos.erase_df(), "")], demo_keys())
     card = blank
     ok(card, fmcos.create_file(KeyFile(0x0000, size=0x40, add_right=0xEF)))
     ok(card, fmcos.write_key(KeyRecord(KEY_EXTERNAL, 0, 0xF0, 0xEF, MF_KEY, next_state=1, max_tries=3, tries_left=3)))

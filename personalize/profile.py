@@ -1,0 +1,445 @@
+"""Card profiles: one YAML file describing a card's COS settings, file tree, keys, PINs and data items.
+
+A profile may `extend` another and override parts of it (dicts merge, lists are replaced, and a
+DF or file can be named by its FID under `override`). Validation names the place in the file
+and what is wrong, before any card is touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path as FsPath
+from typing import Any
+
+import yaml
+
+from cardos.access import AccessError, compile_access
+from cardos.card import CosConfig
+from cardos.crypto import Algorithm
+from cardos.files import (KEY_EXTERNAL, KEY_INTERNAL, KEY_MAINTENANCE, KEY_PIN, KEY_PIN_RELOAD,
+                          KEY_PIN_UNBLOCK, CyclicEF, DedicatedFile, ElementaryFile, KeyFile,
+                          LinearFixedEF, TransparentEF, VariableRecordEF)
+from cardos.filesystem import MF_OVERHEAD
+
+KEY_TYPES = {"external": KEY_EXTERNAL, "maintenance": KEY_MAINTENANCE, "pin_unblock": KEY_PIN_UNBLOCK,
+             "pin_reload": KEY_PIN_RELOAD, "internal": KEY_INTERNAL, "pin": KEY_PIN}
+FORMATS = ("b", "cn", "an", "gbk", "n")
+BUILTIN = ("default", "sm4-3.00", "ss-1.00")
+
+
+class ProfileError(ValueError):
+    """A profile that cannot describe a card; the message gives the place (e.g. tree.dfs[0].files[2])."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One data item of a record file: its tag, format and length, and where its value comes from."""
+
+    tag: int
+    fmt: str
+    length: int
+    field: str | None = None
+    value: str | None = None
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class KeyDecl:
+    """A key or PIN a DF holds: type, id, rights, the master key it derives from, or the PIN's initial value."""
+
+    type: int
+    id: int
+    master: str | None
+    use: int
+    change: int
+    state: int
+    tries: int
+    initial_pin: str | None = None
+    diversify: bool = True
+    algorithm: Algorithm = Algorithm.TDES
+    where: str = ""
+
+
+@dataclass(frozen=True)
+class FileDecl:
+    """An EF of the layout: its spec (FID, kind, size, compiled rights) and, for record files, its items."""
+
+    spec: ElementaryFile
+    items: tuple[Item, ...] = ()
+    contents: str | None = None
+    write_with: str | None = None
+    where: str = ""
+
+
+@dataclass(frozen=True)
+class DFDecl:
+    """A DF of the layout, with its key file, keys, EFs and child DFs."""
+
+    spec: DedicatedFile
+    key_file: KeyFile | None
+    keys: tuple[KeyDecl, ...]
+    files: tuple[FileDecl, ...]
+    dfs: tuple["DFDecl", ...]
+    credentials: dict[str, int] = field(default_factory=dict)
+    where: str = ""
+    role: str = ""
+    extension: int = 0
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A validated card profile."""
+
+    name: str
+    description: str
+    generation: str
+    config: CosConfig
+    algorithm: Algorithm
+    applets: tuple[str, ...]
+    mf: DFDecl
+    card_number_checked: bool
+    digest: str
+    source: dict
+
+    def walk(self):
+        """Every DF, depth first, with its path of FIDs."""
+        def rec(df: DFDecl, path):
+            yield path, df
+            for child in df.dfs:
+                yield from rec(child, path + (child.spec.fid,))
+        yield from rec(self.mf, (self.mf.spec.fid,))
+
+    def role(self, role: str) -> tuple[tuple[int, ...], DFDecl]:
+        for path, df in self.walk():
+            if df.role == role:
+                return path, df
+        raise KeyError(role)
+
+
+# ---- loading --------------------------------------------------------------------------------
+
+def load(name_or_path: str | None = None) -> Profile:
+    """Load a profile by built-in name (default, sm4-3.00, ss-1.00) or path, and validate it."""
+    doc = _read(name_or_path or "default", set())
+    return build(doc)
+
+
+def _read(name_or_path: str, seen: set) -> dict:
+    if name_or_path in BUILTIN:
+        text = resources.files("personalize").joinpath(f"profiles/{name_or_path}.yaml").read_text("utf-8")
+        where = name_or_path
+    else:
+        try:
+            text = FsPath(name_or_path).read_text("utf-8")
+        except OSError as e:
+            raise ProfileError(f"{name_or_path}: {e.strerror}") from None
+        where = name_or_path
+    if where in seen:
+        raise ProfileError(f"{where}: extends itself")
+    seen.add(where)
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ProfileError(f"{where}: not valid YAML: {e}") from None
+    if not isinstance(doc, dict):
+        raise ProfileError(f"{where}: a profile is a mapping")
+    base = doc.pop("extends", None)
+    overrides = doc.pop("override", None)
+    if base:
+        parent = _read(base, seen)
+        doc = _merge(parent, doc)
+    if overrides:
+        _apply_overrides(doc, overrides, where)
+    return doc
+
+
+def _merge(base: Any, over: Any) -> Any:
+    if isinstance(base, dict) and isinstance(over, dict):
+        out = dict(base)
+        for k, v in over.items():
+            out[k] = _merge(base.get(k), v) if k in base else v
+        return out
+    return over
+
+
+def _apply_overrides(doc: dict, overrides: dict, where: str) -> None:
+    """override: {"DDF1/0006": {...}}: merge into the DF or file named by its FID path below the MF."""
+    for target, patch in overrides.items():
+        node = doc.get("tree")
+        for fid in str(target).split("/"):
+            kids = (node.get("dfs") or []) + (node.get("files") or []) if isinstance(node, dict) else []
+            found = [k for k in kids if _fid(k.get("fid"), "") == _fid(fid, "")]
+            if not found:
+                raise ProfileError(f"{where}: override {target!r}: no DF or file {fid}")
+            node = found[0]
+        for k, v in patch.items():
+            node[k] = v
+
+
+# ---- building -------------------------------------------------------------------------------
+
+def build(doc: dict) -> Profile:
+    """Validate a profile document and compile its symbolic access conditions."""
+    name = _str(doc, "name", "profile")
+    cos = doc.get("cos") or {}
+    alg = _choice(cos.get("algorithm", "3des"), {"3des": Algorithm.TDES, "sm4": Algorithm.SM4}, "cos.algorithm",
+                  extra={"ssf33": "SSF33 is not public: no card can be made with it"})
+    try:
+        config = CosConfig(
+            capacity=_int(cos.get("capacity", 32768), "cos.capacity"),
+            atr=_hexbytes(cos.get("atr", "3B6D0000008C544CB386844116018593CA"), "cos.atr"),
+            t0_get_response=_choice(cos.get("answers", "inline"), {"inline": False, "t0": True}, "cos.answers"),
+            wrong_mac_sw=_int(cos.get("wrong_mac_sw", 0x6988), "cos.wrong_mac_sw"),
+            key_algorithm=alg,
+        )
+    except ValueError as e:
+        raise ProfileError(f"cos: {e}") from None
+    generation = str(doc.get("generation", "2.00"))
+    if generation not in ("1.00", "2.00", "3.00"):
+        raise ProfileError(f"generation: {generation!r} is not 1.00, 2.00 or 3.00")
+    tree = doc.get("tree")
+    if not isinstance(tree, dict):
+        raise ProfileError("tree: the MF is missing")
+    mf = _df(tree, "tree", {}, alg, depth=0)
+    if mf.spec.fid != 0x3F00:
+        raise ProfileError("tree.fid: the top of the tree is the MF, 3F00")
+    _check_budget(mf, config.capacity)
+    digest = hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return Profile(name, str(doc.get("description", "")), generation, config, alg,
+                   tuple(doc.get("applets") or ()), mf, bool(doc.get("card_number_checked", True)), digest, doc)
+
+
+def _df(node: dict, where: str, inherited: dict[str, int], alg: Algorithm, depth: int) -> DFDecl:
+    fid = _fid(node.get("fid"), f"{where}.fid")
+    keys_in = node.get("keys") or []
+    keys = []
+    credentials = dict(inherited)
+    for i, k in enumerate(keys_in):
+        kd = _key(k, f"{where}.keys[{i}]", alg)
+        keys.append(kd)
+        if kd.type == KEY_PIN:
+            credentials[f"pin:{kd.id:02x}" if kd.id else "pin"] = kd.state
+        elif kd.type == KEY_EXTERNAL:
+            credentials[f"key:{kd.id:02x}"] = kd.state
+    for name, state in (node.get("credentials") or {}).items():
+        credentials[str(name).lower()] = _int(state, f"{where}.credentials.{name}")
+
+    def access(sym, place, default="never"):
+        if isinstance(sym, int):
+            return sym
+        try:
+            return compile_access(str(sym if sym is not None else default), credentials)
+        except AccessError as e:
+            raise ProfileError(f"{place}: {e}") from None
+
+    name = _df_name(node.get("name"), f"{where}.name")
+    files = tuple(_file(f, f"{where}.files[{i}]", access) for i, f in enumerate(node.get("files") or []))
+    fids = [f.spec.fid for f in files]
+    kf_node = node.get("key_file")
+    key_file = None
+    if kf_node is not None or keys:
+        kf_node = kf_node or {}
+        kfid = _fid(kf_node.get("fid", 0), f"{where}.key_file.fid")
+        fids.append(kfid)
+        size = _int(kf_node.get("size", sum(len(_keylen(k)) + 8 for k in keys) + 16), f"{where}.key_file.size")
+        key_file = KeyFile(kfid, size, _int(kf_node.get("short_id", 0x01 if depth <= 1 else 0x95), f"{where}.key_file.short_id"),
+                           access(kf_node.get("add", "never"), f"{where}.key_file.add"))
+        need = sum(len(_keylen(k)) + 8 for k in keys)
+        if need > size:
+            raise ProfileError(f"{where}.key_file.size: its keys need {need} bytes, the key file has {size}")
+    dfs = tuple(_df(d, f"{where}.dfs[{i}]", credentials, alg, depth + 1) for i, d in enumerate(node.get("dfs") or []))
+    fids += [d.spec.fid for d in dfs]
+    dup = {f for f in fids if fids.count(f) > 1}
+    if dup:
+        raise ProfileError(f"{where}: FID {min(dup):04X} is used twice")
+    if depth > 3:
+        raise ProfileError(f"{where}: DFs nest at most 3 deep")
+    extension = _int(node.get("extension_area", 0), f"{where}.extension_area")
+    children = sum(f.spec.cost() for f in files) + sum(d.spec.cost() for d in dfs) + (key_file.cost() if key_file else 0)
+    size = node.get("size", "auto")
+    size = children + extension if size == "auto" else _int(size, f"{where}.size")
+    if fid != 0x3F00 and children + extension > size:
+        raise ProfileError(f"{where}.size: its files need {children + extension} bytes, it reserves {size}")
+    spec = DedicatedFile(fid, 0xFFFF if fid == 0x3F00 else size, access(node.get("create", "never"), f"{where}.create"),
+                         access(node.get("erase", "never"), f"{where}.erase"),
+                         _int(node.get("fci_file", 0xFF), f"{where}.fci_file"), name)
+    return DFDecl(spec, key_file, tuple(keys), files, dfs, credentials, where, str(node.get("role", "")), extension)
+
+
+def _key(k: dict, where: str, alg: Algorithm) -> KeyDecl:
+    if not isinstance(k, dict):
+        raise ProfileError(f"{where}: a key is a mapping")
+    kind = str(k.get("type", ""))
+    if kind not in KEY_TYPES:
+        raise ProfileError(f"{where}.type: {kind!r} is not one of {', '.join(KEY_TYPES)}")
+    t = KEY_TYPES[kind]
+    kid = _int(k.get("id", 0), f"{where}.id")
+    tries = _int(k.get("tries", 3 if t != KEY_INTERNAL else 0), f"{where}.tries")
+    if t != KEY_INTERNAL and not 1 <= tries <= 15:
+        raise ProfileError(f"{where}.tries: {tries} is not 1..15")
+    state = _int(k.get("state", 0), f"{where}.state")
+    if t in (KEY_EXTERNAL, KEY_PIN) and not 1 <= state <= 15:
+        raise ProfileError(f"{where}.state: the security state it sets must be 1..15")
+    use = _access_byte(k.get("use", 0xF0), f"{where}.use")
+    change = _access_byte(k.get("change", 0xEF), f"{where}.change")
+    if t == KEY_PIN:
+        pin = str(k.get("initial", ""))
+        if not pin.isdigit() or not 4 <= len(pin) <= 12:
+            raise ProfileError(f"{where}.initial: a PIN is 4..12 digits")
+        return KeyDecl(t, kid, None, use, 0xEF, state, tries, pin, where=where)
+    master = k.get("master")
+    if not master:
+        raise ProfileError(f"{where}.master: name the issuer master key it derives from")
+    return KeyDecl(t, kid, str(master), use, change, state, tries, None, bool(k.get("diversify", True)), alg, where)
+
+
+def _keylen(k: KeyDecl) -> bytes:
+    if k.type == KEY_PIN:
+        return bytes((len(k.initial_pin) + 1) // 2)
+    return bytes(16)
+
+
+def _access_byte(v, where: str) -> int:
+    if isinstance(v, int):
+        return v
+    try:
+        return compile_access(str(v), {})
+    except AccessError as e:
+        raise ProfileError(f"{where}: {e}") from None
+
+
+def _file(f: dict, where: str, access) -> FileDecl:
+    if not isinstance(f, dict):
+        raise ProfileError(f"{where}: a file is a mapping")
+    fid = _fid(f.get("fid"), f"{where}.fid")
+    kind = f.get("kind", "records")
+    read = access(f.get("read", "always"), f"{where}.read")
+    write = access(f.get("write", "never"), f"{where}.write")
+    control = _int(f.get("control", 0xFF), f"{where}.control")
+    flags = dict(mac=bool(f.get("mac", False)), enc=bool(f.get("encrypted", False)))
+    items = tuple(_item(it, f"{where}.records[{i}]") for i, it in enumerate(f.get("records") or []))
+    if kind == "records":
+        need = sum(it.length + 2 for it in items)
+        size = f.get("size", "auto")
+        size = need if size == "auto" else _int(size, f"{where}.size")
+        if need > size:
+            raise ProfileError(f"{where}.size: its records need {need} bytes, it has {size}")
+        spec = VariableRecordEF(fid, read, write, control, size=size, **flags)
+    elif kind == "binary":
+        spec = TransparentEF(fid, read, write, control, size=_int(f.get("size"), f"{where}.size"), **flags)
+        if spec.size <= 0:
+            raise ProfileError(f"{where}.size: a binary file needs a size")
+    elif kind in ("fixed", "cyclic"):
+        cls = LinearFixedEF if kind == "fixed" else CyclicEF
+        count, rec_len = _int(f.get("count"), f"{where}.count"), _int(f.get("record_length"), f"{where}.record_length")
+        if count < 1 or not 1 <= rec_len <= 248:
+            raise ProfileError(f"{where}: count must be ≥ 1 and record_length 1..248")
+        spec = cls(fid, read, write, control, count=count, rec_len=rec_len, **flags)
+    else:
+        raise ProfileError(f"{where}.kind: {kind!r} is not records, binary, fixed or cyclic")
+    contents = f.get("contents")
+    if contents is not None:
+        try:
+            raw = bytes.fromhex(str(contents).replace(" ", ""))
+        except ValueError:
+            raise ProfileError(f"{where}.contents: not hex") from None
+        if not isinstance(spec, TransparentEF) or len(raw) > spec.size:
+            raise ProfileError(f"{where}.contents: only a binary file large enough takes contents")
+    write_with = f.get("write_with")
+    return FileDecl(spec, items, contents, str(write_with) if write_with else None, where)
+
+
+def _item(it: dict, where: str) -> Item:
+    tag = _int(it.get("tag"), f"{where}.tag")
+    if not 1 <= tag <= 0xFE:
+        raise ProfileError(f"{where}.tag: {tag:#x} is not 01..FE")
+    fmt = str(it.get("format", "b"))
+    if fmt not in FORMATS:
+        raise ProfileError(f"{where}.format: {fmt!r} is not one of {', '.join(FORMATS)}")
+    length = _int(it.get("length"), f"{where}.length")
+    if not 1 <= length <= 0xFD:
+        raise ProfileError(f"{where}.length: {length} is not 1..253")
+    fld, value = it.get("field"), it.get("value")
+    return Item(tag, fmt, length, str(fld) if fld else None, None if value is None else str(value), str(it.get("name", "")))
+
+
+def _check_budget(mf: DFDecl, capacity: int) -> None:
+    need = MF_OVERHEAD + sum(f.spec.cost() for f in mf.files) + sum(d.spec.cost() for d in mf.dfs) + \
+        (mf.key_file.cost() if mf.key_file else 0)
+    if need > capacity:
+        raise ProfileError(f"tree: the layout needs {need} bytes of EEPROM, the card has {capacity}")
+
+
+# ---- scalar helpers ---------------------------------------------------------------------------
+
+def _int(v, where: str) -> int:
+    if isinstance(v, bool) or v is None:
+        raise ProfileError(f"{where}: a number is needed")
+    if isinstance(v, int):
+        return v
+    try:
+        return int(str(v), 0) if str(v).lower().startswith("0x") else int(str(v), 16 if _hexish(v) else 10)
+    except ValueError:
+        raise ProfileError(f"{where}: {v!r} is not a number") from None
+
+
+def _hexish(v) -> bool:
+    s = str(v)
+    return any(c in "abcdefABCDEF" for c in s)
+
+
+def _fid(v, where: str) -> int:
+    if isinstance(v, int):
+        fid = v
+    else:
+        try:
+            fid = int(str(v), 16)
+        except ValueError:
+            raise ProfileError(f"{where}: FID {v!r} is not 4 hex digits") from None
+    if not 0 <= fid <= 0xFFFF or fid in (0x3FFF, 0xFFFF):
+        raise ProfileError(f"{where}: FID {v!r} is out of range or reserved")
+    return fid
+
+
+def _hexbytes(v, where: str) -> bytes:
+    try:
+        return bytes.fromhex(str(v).replace(" ", ""))
+    except ValueError:
+        raise ProfileError(f"{where}: not hex") from None
+
+
+def _str(doc: dict, key: str, where: str) -> str:
+    v = doc.get(key)
+    if not v:
+        raise ProfileError(f"{key}: missing")
+    return str(v)
+
+
+def _choice(v, options: dict, where: str, extra: dict | None = None):
+    key = str(v).lower()
+    if extra and key in extra:
+        raise ProfileError(f"{where}: {extra[key]}")
+    if key not in options:
+        raise ProfileError(f"{where}: {v!r} is not one of {', '.join(options)}")
+    return options[key]
+
+
+def _df_name(v, where: str) -> bytes:
+    if v is None:
+        return b""
+    if isinstance(v, dict):
+        if "hex" in v:
+            return _hexbytes(v["hex"], where)
+        text = str(v.get("text", ""))
+        try:
+            raw = text.encode(str(v.get("encoding", "ascii")))
+        except (UnicodeEncodeError, LookupError) as e:
+            raise ProfileError(f"{where}: {e}") from None
+    else:
+        raw = str(v).encode("ascii", errors="strict")
+    if not 5 <= len(raw) <= 16:
+        raise ProfileError(f"{where}: a DF name is 5..16 bytes, this one {len(raw)}")
+    return raw
