@@ -20,7 +20,7 @@ from .keys import KeyRef, SoftwareKeys
 from .script import Authenticate, ScriptItem, run
 from reader_bridge.transport import InProcess
 
-TRANSPORT_KEY = b"\xff" * 16  # FMCOS factory key 00 of the MF
+FACTORY_KEY_VALUE = b"\xff" * 16  # FMCOS factory key 00 of the MF
 
 # Demo DF security levels: each credential sets its own state, so each access byte is exact.
 PIN_STATE, READ_KEY_STATE, MASTER_STATE, MF_MASTER_STATE = 1, 2, 3, 0xF
@@ -53,7 +53,7 @@ def blank_script() -> list[ScriptItem]:
         Step(fmcos.create_file(mf), "create MF"),
         Step(fmcos.create_file(KeyFile(0x0000, size=0x80, df_short_id=0x01, add_right=MF_MASTER_STATE)),
              "create MF key file"),
-        Step(fmcos.write_key(_key(KEY_EXTERNAL, 0x00, TRANSPORT_KEY, 0xF0, MF_MASTER_STATE,
+        Step(fmcos.write_key(_key(KEY_EXTERNAL, 0x00, FACTORY_KEY_VALUE, 0xF0, MF_MASTER_STATE,
                                   MF_MASTER_STATE, tries=0xA)), "load transport key 00", secret=True),
     ]
 
@@ -67,7 +67,7 @@ def demo_init_script() -> list[ScriptItem]:
     binary = TransparentEF(DEMO_BINARY, read_right=0xF1, write_right=0xF2, size=32)
     records = VariableRecordEF(DEMO_RECORDS, read_right=0x00, write_right=0xF2, size=0x60)
     return [
-        Authenticate(0x00, KeyRef("transport"), "authenticate with the transport key"),
+        Authenticate(0x00, KeyRef("FACTORY"), "authenticate with the factory key"),
         Step(fmcos.erase_df(), "erase the card"),
         Step(fmcos.create_file(KeyFile(0x0000, size=0x100, add_right=MF_MASTER_STATE)), "create MF key file"),
         Step(fmcos.write_key(_key(KEY_EXTERNAL, 0x00, k["mf_master"], 0xF0, MF_MASTER_STATE, MF_MASTER_STATE)),
@@ -99,7 +99,7 @@ def demo_init_script() -> list[ScriptItem]:
 def demo_keys() -> SoftwareKeys:
     """A key provider over the demo keys (undiversified), named as in DEMO_KEYS plus "transport"."""
     keys = {name: (Algorithm.TDES, value, 1) for name, value in DEMO_KEYS.items()}
-    keys["transport"] = (Algorithm.TDES, TRANSPORT_KEY, 1)
+    keys["FACTORY"] = (Algorithm.TDES, FACTORY_KEY_VALUE, 1)
     return SoftwareKeys(keys)
 
 

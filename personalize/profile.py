@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path as FsPath
@@ -23,10 +24,11 @@ from cardos.files import (KEY_EXTERNAL, KEY_INTERNAL, KEY_MAINTENANCE, KEY_PIN, 
                           KEY_PIN_UNBLOCK, CyclicEF, DedicatedFile, ElementaryFile, KeyFile,
                           LinearFixedEF, TransparentEF, VariableRecordEF)
 from cardos.filesystem import MF_OVERHEAD
+from cardos.tlv import tlv
 
 KEY_TYPES = {"external": KEY_EXTERNAL, "maintenance": KEY_MAINTENANCE, "pin_unblock": KEY_PIN_UNBLOCK,
              "pin_reload": KEY_PIN_RELOAD, "internal": KEY_INTERNAL, "pin": KEY_PIN}
-FORMATS = ("b", "cn", "an", "gbk", "n")
+FORMATS = ("b", "cn", "an", "gbk", "n", "tlv")
 BUILTIN = ("default", "sm4-3.00", "ss-1.00")
 
 
@@ -44,6 +46,7 @@ class Item:
     field: str | None = None
     value: str | None = None
     name: str = ""
+    children: tuple["Item", ...] = ()
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ class DFDecl:
     """A DF of the layout, with its key file, keys, EFs and child DFs."""
 
     spec: DedicatedFile
-    key_file: KeyFile | None
+    key_file: KeyFile
     keys: tuple[KeyDecl, ...]
     files: tuple[FileDecl, ...]
     dfs: tuple["DFDecl", ...]
@@ -121,6 +124,15 @@ class Profile:
 
 # ---- loading --------------------------------------------------------------------------------
 
+class _Loader(yaml.SafeLoader):
+    """YAML that reads a 4-hex-digit scalar (0015, 3F00, 0800) as text, not as an octal or decimal number."""
+
+
+_Loader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+for _ch in "0123456789abcdefABCDEF":
+    _Loader.yaml_implicit_resolvers.setdefault(_ch, []).insert(
+        0, ("tag:yaml.org,2002:str", re.compile(r"^[0-9A-Fa-f]{4}$")))
+
 def load(name_or_path: str | None = None) -> Profile:
     """Load a profile by built-in name (default, sm4-3.00, ss-1.00) or path, and validate it."""
     doc = _read(name_or_path or "default", set())
@@ -141,7 +153,7 @@ def _read(name_or_path: str, seen: set) -> dict:
         raise ProfileError(f"{where}: extends itself")
     seen.add(where)
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as e:
         raise ProfileError(f"{where}: not valid YAML: {e}") from None
     if not isinstance(doc, dict):
@@ -215,17 +227,16 @@ def build(doc: dict) -> Profile:
 def _df(node: dict, where: str, inherited: dict[str, int], alg: Algorithm, depth: int) -> DFDecl:
     fid = _fid(node.get("fid"), f"{where}.fid")
     keys_in = node.get("keys") or []
-    keys = []
+    if not isinstance(keys_in, list):
+        raise ProfileError(f"{where}.keys: a list of keys is needed")
     credentials = dict(inherited)
+    # First pass: the state each credential of this DF sets, so that rights can name them.
     for i, k in enumerate(keys_in):
-        kd = _key(k, f"{where}.keys[{i}]", alg)
-        keys.append(kd)
-        if kd.type == KEY_PIN:
-            credentials[f"pin:{kd.id:02x}" if kd.id else "pin"] = kd.state
-        elif kd.type == KEY_EXTERNAL:
-            credentials[f"key:{kd.id:02x}"] = kd.state
-    for name, state in (node.get("credentials") or {}).items():
-        credentials[str(name).lower()] = _int(state, f"{where}.credentials.{name}")
+        kind = k.get("type") if isinstance(k, dict) else None
+        if kind in ("pin", "external"):
+            kid = _int(k.get("id", 0), f"{where}.keys[{i}].id")
+            name = ("pin" if kid == 0 else f"pin:{kid:02x}") if kind == "pin" else f"key:{kid:02x}"
+            credentials[name] = _int(k.get("state", 0), f"{where}.keys[{i}].state")
 
     def access(sym, place, default="never"):
         if isinstance(sym, int):
@@ -235,21 +246,23 @@ def _df(node: dict, where: str, inherited: dict[str, int], alg: Algorithm, depth
         except AccessError as e:
             raise ProfileError(f"{place}: {e}") from None
 
+    keys = [_key(k, f"{where}.keys[{i}]", alg, access) for i, k in enumerate(keys_in)]
+
     name = _df_name(node.get("name"), f"{where}.name")
     files = tuple(_file(f, f"{where}.files[{i}]", access) for i, f in enumerate(node.get("files") or []))
     fids = [f.spec.fid for f in files]
-    kf_node = node.get("key_file")
-    key_file = None
-    if kf_node is not None or keys:
-        kf_node = kf_node or {}
-        kfid = _fid(kf_node.get("fid", 0), f"{where}.key_file.fid")
-        fids.append(kfid)
-        size = _int(kf_node.get("size", sum(len(_keylen(k)) + 8 for k in keys) + 16), f"{where}.key_file.size")
-        key_file = KeyFile(kfid, size, _int(kf_node.get("short_id", 0x01 if depth <= 1 else 0x95), f"{where}.key_file.short_id"),
-                           access(kf_node.get("add", "never"), f"{where}.key_file.add"))
-        need = sum(len(_keylen(k)) + 8 for k in keys)
-        if need > size:
-            raise ProfileError(f"{where}.key_file.size: its keys need {need} bytes, the key file has {size}")
+    # Every DF gets a key file: without one it stays fresh and accepts any command for ever.
+    kf_node = node.get("key_file") or {}
+    if keys and not any(k.type == KEY_EXTERNAL and k.id == 0 for k in keys):
+        raise ProfileError(f"{where}.keys: a DF with keys needs external key 00, under which the others are loaded")
+    kfid = _fid(kf_node.get("fid", 0), f"{where}.key_file.fid")
+    fids.append(kfid)
+    size = _int(kf_node.get("size", sum(_key_cost(k) for k in keys) + 16), f"{where}.key_file.size")
+    key_file = KeyFile(kfid, size, _int(kf_node.get("short_id", 0x01 if depth <= 1 else 0x95), f"{where}.key_file.short_id"),
+                       access(kf_node.get("add", "never"), f"{where}.key_file.add"))
+    need = sum(_key_cost(k) for k in keys)
+    if need > size:
+        raise ProfileError(f"{where}.key_file.size: its keys need {need} bytes, the key file has {size}")
     dfs = tuple(_df(d, f"{where}.dfs[{i}]", credentials, alg, depth + 1) for i, d in enumerate(node.get("dfs") or []))
     fids += [d.spec.fid for d in dfs]
     dup = {f for f in fids if fids.count(f) > 1}
@@ -258,7 +271,7 @@ def _df(node: dict, where: str, inherited: dict[str, int], alg: Algorithm, depth
     if depth > 3:
         raise ProfileError(f"{where}: DFs nest at most 3 deep")
     extension = _int(node.get("extension_area", 0), f"{where}.extension_area")
-    children = sum(f.spec.cost() for f in files) + sum(d.spec.cost() for d in dfs) + (key_file.cost() if key_file else 0)
+    children = sum(f.spec.cost() for f in files) + sum(d.spec.cost() for d in dfs) + key_file.cost()
     size = node.get("size", "auto")
     size = children + extension if size == "auto" else _int(size, f"{where}.size")
     if fid != 0x3F00 and children + extension > size:
@@ -269,7 +282,7 @@ def _df(node: dict, where: str, inherited: dict[str, int], alg: Algorithm, depth
     return DFDecl(spec, key_file, tuple(keys), files, dfs, credentials, where, str(node.get("role", "")), extension)
 
 
-def _key(k: dict, where: str, alg: Algorithm) -> KeyDecl:
+def _key(k: dict, where: str, alg: Algorithm, access) -> KeyDecl:
     if not isinstance(k, dict):
         raise ProfileError(f"{where}: a key is a mapping")
     kind = str(k.get("type", ""))
@@ -283,8 +296,8 @@ def _key(k: dict, where: str, alg: Algorithm) -> KeyDecl:
     state = _int(k.get("state", 0), f"{where}.state")
     if t in (KEY_EXTERNAL, KEY_PIN) and not 1 <= state <= 15:
         raise ProfileError(f"{where}.state: the security state it sets must be 1..15")
-    use = _access_byte(k.get("use", 0xF0), f"{where}.use")
-    change = _access_byte(k.get("change", 0xEF), f"{where}.change")
+    use = access(k.get("use", "always"), f"{where}.use")
+    change = access(k.get("change", "never"), f"{where}.change")
     if t == KEY_PIN:
         pin = str(k.get("initial", ""))
         if not pin.isdigit() or not 4 <= len(pin) <= 12:
@@ -296,19 +309,9 @@ def _key(k: dict, where: str, alg: Algorithm) -> KeyDecl:
     return KeyDecl(t, kid, str(master), use, change, state, tries, None, bool(k.get("diversify", True)), alg, where)
 
 
-def _keylen(k: KeyDecl) -> bytes:
-    if k.type == KEY_PIN:
-        return bytes((len(k.initial_pin) + 1) // 2)
-    return bytes(16)
-
-
-def _access_byte(v, where: str) -> int:
-    if isinstance(v, int):
-        return v
-    try:
-        return compile_access(str(v), {})
-    except AccessError as e:
-        raise ProfileError(f"{where}: {e}") from None
+def _key_cost(k: KeyDecl) -> int:
+    """EEPROM bytes a key takes in its key file: value length + 8."""
+    return ((len(k.initial_pin) + 1) // 2 if k.type == KEY_PIN else 16) + 8
 
 
 def _file(f: dict, where: str, access) -> FileDecl:
@@ -352,23 +355,31 @@ def _file(f: dict, where: str, access) -> FileDecl:
     return FileDecl(spec, items, contents, str(write_with) if write_with else None, where)
 
 
-def _item(it: dict, where: str) -> Item:
+def _item(it: dict, where: str, nested: bool = False) -> Item:
     tag = _int(it.get("tag"), f"{where}.tag")
-    if not 1 <= tag <= 0xFE:
-        raise ProfileError(f"{where}.tag: {tag:#x} is not 01..FE")
+    if not 1 <= tag <= (0xFFFF if nested else 0xFE):
+        raise ProfileError(f"{where}.tag: {tag:#x} is out of range")
     fmt = str(it.get("format", "b"))
     if fmt not in FORMATS:
         raise ProfileError(f"{where}.format: {fmt!r} is not one of {', '.join(FORMATS)}")
+    fld, value, name = it.get("field"), it.get("value"), str(it.get("name", ""))
+    if fmt == "tlv":
+        kids = tuple(_item(c, f"{where}.items[{i}]", True) for i, c in enumerate(it.get("items") or []))
+        if not kids:
+            raise ProfileError(f"{where}.items: a tlv item holds items")
+        length = sum(len(tlv(c.tag, bytes(c.length))) for c in kids)
+        if length > 0xFD:
+            raise ProfileError(f"{where}: its items take {length} bytes, a record holds 253")
+        return Item(tag, fmt, length, None, None, name, kids)
     length = _int(it.get("length"), f"{where}.length")
     if not 1 <= length <= 0xFD:
         raise ProfileError(f"{where}.length: {length} is not 1..253")
-    fld, value = it.get("field"), it.get("value")
-    return Item(tag, fmt, length, str(fld) if fld else None, None if value is None else str(value), str(it.get("name", "")))
+    return Item(tag, fmt, length, str(fld) if fld else None, None if value is None else str(value), name)
 
 
 def _check_budget(mf: DFDecl, capacity: int) -> None:
     need = MF_OVERHEAD + sum(f.spec.cost() for f in mf.files) + sum(d.spec.cost() for d in mf.dfs) + \
-        (mf.key_file.cost() if mf.key_file else 0)
+        mf.key_file.cost()
     if need > capacity:
         raise ProfileError(f"tree: the layout needs {need} bytes of EEPROM, the card has {capacity}")
 
@@ -381,14 +392,10 @@ def _int(v, where: str) -> int:
     if isinstance(v, int):
         return v
     try:
-        return int(str(v), 0) if str(v).lower().startswith("0x") else int(str(v), 16 if _hexish(v) else 10)
+        text = str(v).strip()
+        return int(text, 10) if text.isdigit() else int(text, 0)
     except ValueError:
-        raise ProfileError(f"{where}: {v!r} is not a number") from None
-
-
-def _hexish(v) -> bool:
-    s = str(v)
-    return any(c in "abcdefABCDEF" for c in s)
+        raise ProfileError(f"{where}: {v!r} is not a number (hex needs 0x)") from None
 
 
 def _fid(v, where: str) -> int:

@@ -25,12 +25,13 @@ class Authenticate:
 
 @dataclass(frozen=True)
 class KeyLoad:
-    """WRITE KEY of a card key: plain 80 D4 (fresh DF) or, with `under`, sealed and MACed 84 D4."""
+    """WRITE KEY: prefix ‖ value of target (or prefix alone, e.g. a PIN record), plain 80 D4
+    into a fresh DF or, with `under`, sealed and MACed (84 D4)."""
 
     p1: int
     key_id: int
     prefix: bytes
-    target: KeyRef
+    target: KeyRef | None
     under: KeyRef | None = None
     note: str = ""
 
@@ -100,11 +101,12 @@ def run(transmit: Transmit, script: Iterable[ScriptItem], keys: KeyProvider | No
             block = (chal + bytes(16))[: keys.algorithm(item.ref).block]
             send(i, build(0x00, 0x82, 0x00, item.key_id, keys.encrypt(item.ref, block)), item.note, True)
         elif isinstance(item, KeyLoad) and item.under is None:
-            value = keys.value_for_plain_load(item.target)
+            value = keys.value_for_plain_load(item.target) if item.target else b""
             send(i, build(0x80, 0xD4, item.p1, item.key_id, item.prefix + value), item.note, True)
         elif isinstance(item, KeyLoad):
             chal = challenge(i, item.note)
-            sealed = keys.seal_key_record(item.under, item.prefix, item.target)
+            sealed = (keys.seal_key_record(item.under, item.prefix, item.target) if item.target
+                      else keys.seal(item.under, item.prefix))
             send(i, _with_mac(keys, item.under, chal, 0x84, 0xD4, item.p1, item.key_id, sealed), item.note, True)
         elif isinstance(item, Secured):
             chal = challenge(i, item.note)

@@ -5,7 +5,7 @@ from cardos import sw as SW
 from cardos.crypto import Algorithm
 from cardos.files import DedicatedFile, KeyFile, KeyRecord, TransparentEF
 from personalize import fmcos
-from personalize.demo import TRANSPORT_KEY, blank_card
+from personalize.demo import FACTORY_KEY_VALUE, blank_card
 from personalize.demo import demo_keys
 from personalize.keys import KeyRef, SoftwareKeys
 from personalize.script import Authenticate, run
@@ -15,7 +15,7 @@ from tests.util import ok, sw
 
 def _erased(capacity):
     card = blank_card(CosConfig(capacity=capacity))
-    run(InProcess(card).transmit, [Authenticate(0, KeyRef("transport")), fmcos.Step(fmcos.erase_df(), "")], demo_keys())
+    run(InProcess(card).transmit, [Authenticate(0, KeyRef("FACTORY")), fmcos.Step(fmcos.erase_df(), "")], demo_keys())
     return card
 
 

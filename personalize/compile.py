@@ -1,0 +1,238 @@
+"""Profile → APDU scripts: the initialization of a blank card and the personalization of one card.
+
+Initialization (spec §3b): authenticate with the factory key, erase, then per DF: its key file,
+its key 39/00 set to the transport key, its EFs with every record present (zero-filled, or the
+profile's constant), its child DFs. Each DF is built in the one session in which it is fresh.
+Personalization: per DF, authenticate with the transport key, load every card key diversified
+for this card (sealed and MACed, 84 D4), replace 39/00 last, then write the cardholder's items
+after authenticating with the key the file's write condition names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from applets.encoding import encode
+from cardos.apdu import build
+from cardos.files import KEY_EXTERNAL, KEY_INTERNAL, KEY_PIN, KeyRecord, TransparentEF
+from cardos.tlv import simple_record, tlv
+
+from . import fmcos
+from .fmcos import Step
+from .keys import KeyRef
+from .profile import DFDecl, FileDecl, Item, KeyDecl, Profile
+from .script import Authenticate, KeyLoad, ScriptItem
+
+FACTORY_KEY = "FACTORY"      # the blank card's MF key 00, as its vendor ships it
+TRANSPORT_KEY = "TRANSPORT"  # every DF's key 39/00 between initialization and personalization
+
+
+class DataError(ValueError):
+    """A cardholder value that cannot be stored; names the field and the rule."""
+
+
+@dataclass(frozen=True)
+class Record:
+    """One record the scripts write: the file's path and SFI, the record number and its bytes."""
+
+    path: tuple[int, ...]
+    sfi: int
+    number: int
+    data: bytes
+    item: Item
+
+
+def _path_select(path: tuple[int, ...], note: str) -> list[Step]:
+    steps = [Step(fmcos.select_fid(0x3F00), f"select MF ({note})")]
+    steps += [Step(fmcos.select_fid(fid), f"select {fid:04X}") for fid in path[1:]]
+    return steps
+
+
+def _record(decl: KeyDecl, value_len: int, pin: bytes | None = None) -> KeyRecord:
+    """The key record a declaration loads (its value filled by the provider, or the PIN)."""
+    value = pin if pin is not None else bytes(value_len)
+    return KeyRecord(decl.type, decl.id, decl.use, decl.change, value, decl.algorithm, decl.state,
+                     decl.tries, decl.tries, 0, 0x01 if decl.type == KEY_INTERNAL else 0xFF)
+
+
+def _prefix(decl: KeyDecl) -> bytes:
+    """WRITE KEY data without the key value (the provider appends the value)."""
+    rec = _record(decl, 16)
+    return rec.write_data()[:-16]
+
+
+def pin_bytes(digits: str) -> bytes:
+    """A PIN as F-padded BCD."""
+    return bytes.fromhex(digits + ("F" if len(digits) % 2 else ""))
+
+
+def _master(df: DFDecl) -> KeyDecl | None:
+    return next((k for k in df.keys if k.type == KEY_EXTERNAL and k.id == 0), None)
+
+
+# ---- initialization -------------------------------------------------------------------------
+
+def init_script(profile: Profile, erase: bool = True) -> list[ScriptItem]:
+    """The initialization script of a blank card (factory key 00 in the MF)."""
+    out: list[ScriptItem] = [Authenticate(0x00, KeyRef(FACTORY_KEY), "authenticate with the factory key")]
+    if erase:
+        out.append(Step(fmcos.erase_df(), "erase the card"))
+    out += _init_df(profile.mf, (0x3F00,), top=True)
+    return out
+
+
+def _init_df(df: DFDecl, path: tuple[int, ...], top: bool = False) -> list[ScriptItem]:
+    out: list[ScriptItem] = []
+    here = "/".join(f"{f:04X}" for f in path)
+    if df.key_file is not None:
+        out.append(Step(fmcos.create_file(df.key_file), f"{here}: key file"))
+        master = _master(df)
+        if master is not None:
+            out.append(KeyLoad(0x01, 0x00, _prefix(master), KeyRef(TRANSPORT_KEY), None,
+                               f"{here}: key 39/00 = transport key"))
+    for f in df.files:
+        out.append(Step(fmcos.create_file(f.spec), f"{here}/{f.spec.fid:04X}: create"))
+        out += _initial_contents(f, here)
+    for child in df.dfs:
+        out.append(Step(fmcos.create_file(child.spec), f"{here}/{child.spec.fid:04X}: create DF"))
+    for child in df.dfs:
+        cpath = path + (child.spec.fid,)
+        out.append(Step(fmcos.select_fid(child.spec.fid), f"select {child.spec.fid:04X}"))
+        out += _init_df(child, cpath)
+        out.append(Step(fmcos.select_fid(path[-1]), f"back to {path[-1]:04X}"))
+    return out
+
+
+def _initial_contents(f: FileDecl, here: str) -> list[Step]:
+    sfi = f.spec.sfi
+    if f.contents is not None:
+        data = bytes.fromhex(f.contents.replace(" ", ""))
+        return [Step(build(0x00, 0xD6, 0x80 | sfi, 0x00, data), f"{here}/{f.spec.fid:04X}: contents")]
+    # Every record exists from creation: its constant, or zeros until personalization.
+    return [Step(build(0x00, 0xE2, 0x00, sfi << 3, encode_item(it, {}, zero=True)),
+                 f"{here}/{f.spec.fid:04X}: record {n} (tag {it.tag:02X})")
+            for n, it in enumerate(f.items, 1)]
+
+
+# ---- items ------------------------------------------------------------------------------------
+
+def encode_item(it: Item, values: dict[str, str], zero: bool = False) -> bytes:
+    """The record tag ‖ length ‖ value of an item, from the cardholder values or its constant."""
+    return simple_record(it.tag, _value(it, values, zero))
+
+
+def _value(it: Item, values: dict[str, str], zero: bool) -> bytes:
+    if it.children:
+        return b"".join(tlv(c.tag, _value(c, values, zero)) for c in it.children)
+    if it.value is not None:
+        source = it.value
+    elif it.field is None or zero or not values.get(it.field):
+        return bytes(it.length)
+    else:
+        source = values[it.field]
+    try:
+        return encode(it.fmt, it.length, source)
+    except ValueError as e:
+        raise DataError(f"{it.field or it.name or f'tag {it.tag:02X}'}: {e}") from None
+
+
+def personal_records(profile: Profile, values: dict[str, str]) -> list[Record]:
+    """Every record that holds a cardholder value, encoded, with where it goes."""
+    out = []
+    for path, df in profile.walk():
+        for f in df.files:
+            for n, it in enumerate(f.items, 1):
+                if _has_field(it):
+                    out.append(Record(path + (f.spec.fid,), f.spec.sfi, n, encode_item(it, values), it))
+    return out
+
+
+def _has_field(it: Item) -> bool:
+    return it.field is not None or any(_has_field(c) for c in it.children)
+
+
+# ---- personalization --------------------------------------------------------------------------
+
+def perso_script(profile: Profile, values: dict[str, str], factor: bytes) -> list[ScriptItem]:
+    """Personalize one initialized card: its keys (diversified with `factor`), PINs and data."""
+    out: list[ScriptItem] = []
+    records = personal_records(profile, values)
+    for path, df in profile.walk():
+        master = _master(df)
+        if master is None:
+            continue
+        here = "/".join(f"{f:04X}" for f in path)
+        transport = KeyRef(TRANSPORT_KEY)
+        out += _path_select(path, here)
+        out.append(Authenticate(0x00, transport, f"{here}: transport key"))
+        for k in df.keys:
+            if k is master:
+                continue
+            if k.type == KEY_PIN:
+                rec = _record(k, 0, pin_bytes(k.initial_pin))
+                out.append(KeyLoad(0x01, k.id, rec.write_data(), None, transport, f"{here}: PIN {k.id:02X}"))
+            else:
+                out.append(KeyLoad(0x01, k.id, _prefix(k), card_key(k, factor), transport,
+                                   f"{here}: key {k.type:02X}/{k.id:02X}"))
+        out.append(KeyLoad(KEY_EXTERNAL, 0x00, _prefix(master), card_key(master, factor), transport,
+                           f"{here}: key 39/00 = card master key"))
+        out += _data_steps(profile, df, path, records, factor, here)
+    return out
+
+
+def card_key(k: KeyDecl, factor: bytes) -> KeyRef:
+    """The reference of a card key: its master key, diversified unless the profile says not."""
+    return KeyRef(k.master, factor if k.diversify else None)
+
+
+def _data_steps(profile: Profile, df: DFDecl, path, records: list[Record], factor: bytes, here: str) -> list[ScriptItem]:
+    out: list[ScriptItem] = []
+    authenticated = None
+    for f in df.files:
+        mine = [r for r in records if r.path == path + (f.spec.fid,)]
+        if not mine:
+            continue
+        key_id = writer_key_id(f, df)
+        if key_id is None:
+            raise DataError(f"{here}/{f.spec.fid:04X}: its write condition names no key the perso can use")
+        if authenticated != key_id:
+            ref = card_key(_key_for(profile, path, key_id), factor)
+            out.append(Authenticate(key_id, ref, f"{here}: key {key_id:02X} to write {f.spec.fid:04X}"))
+            authenticated = key_id
+        for r in mine:
+            out.append(Step(build(0x00, 0xDC, r.number, (r.sfi << 3) | 0x04, r.data),
+                            f"{here}/{f.spec.fid:04X}: record {r.number} (tag {r.item.tag:02X})", secret=True))
+    return out
+
+
+def writer_key_id(f: FileDecl, df: DFDecl) -> int | None:
+    """The external-authentication key whose state meets a file's write right."""
+    if f.write_with:
+        return int(f.write_with.split(":")[-1], 16)
+    right = f.spec.write_right
+    for name, state in sorted(df.credentials.items(), key=lambda kv: kv[1]):
+        if name.startswith("key:") and _admits(right, state):
+            return int(name[4:], 16)
+    return None
+
+
+def _admits(right: int, state: int) -> bool:
+    x, y = right >> 4, right & 0xF
+    return (x > y and y <= state <= x) or (x == y and state == x and x != 0)
+
+
+def _key_for(profile: Profile, path: tuple[int, ...], key_id: int) -> KeyDecl:
+    for depth in range(len(path), 0, -1):
+        for p, df in profile.walk():
+            if p == path[:depth]:
+                for k in df.keys:
+                    if k.type == KEY_EXTERNAL and k.id == key_id:
+                        return k
+    raise DataError(f"no external key {key_id:02X} above {path}")
+
+
+def binary_contents(profile: Profile) -> dict[tuple[int, ...], bytes]:
+    """Binary files whose contents the profile fixes (for read-back checks)."""
+    return {p + (f.spec.fid,): bytes.fromhex(f.contents.replace(" ", "")).ljust(f.spec.size, b"\0")
+            for p, df in profile.walk() for f in df.files
+            if isinstance(f.spec, TransparentEF) and f.contents is not None}
