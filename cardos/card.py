@@ -29,6 +29,7 @@ class CosConfig:
     t0_get_response: bool = False
     wrong_mac_sw: int = sw.MAC_WRONG
     key_algorithm: Algorithm = Algorithm.TDES
+    applets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 1024 <= self.capacity <= 0xFFFF + 11:
@@ -74,6 +75,21 @@ class Command:
 
 
 CARD_BLOCKED = ("CARD",)
+APPLET_GROUP = "sscard.applets"
+
+
+class UnknownApplet(LookupError):
+    """A card names an applet no installed package provides."""
+
+
+def applet_installer(name: str) -> Callable[[dict[int, Command]], None]:
+    """The function that adds an applet's commands to a command table, found by entry point."""
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=APPLET_GROUP):
+        if ep.name == name:
+            return ep.load()
+    raise UnknownApplet(f"applet {name!r} is not installed (entry point group {APPLET_GROUP})")
 
 
 class Card:
@@ -89,6 +105,8 @@ class Card:
         self.fs = FileSystem(self.store, self.config.capacity)
         self.rng = rng
         self.commands: dict[int, Command] = dict(COMMANDS)
+        for name in self.config.applets:
+            applet_installer(name)(self.commands)
         self.commands.update(commands or {})
         self.session = Session()
         self.powered = False

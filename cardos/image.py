@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path as FsPath
 from typing import Any
 
-from .card import CARD_BLOCKED, Card, CosConfig
+from .card import CARD_BLOCKED, Card, CosConfig, UnknownApplet
 from .crypto import Algorithm
 from .files import ElementaryFile, KeyRecord, TransparentEF, parse_create
 from .nvm import DELETED, Store
@@ -95,7 +95,7 @@ def to_document(card: Card) -> dict:
         "secrets": SECRETS_NOTE,
         "config": {"capacity": cfg.capacity, "atr": cfg.atr.hex().upper(),
                    "t0_get_response": cfg.t0_get_response, "wrong_mac_sw": f"{cfg.wrong_mac_sw:04X}",
-                   "key_algorithm": cfg.key_algorithm.value},
+                   "key_algorithm": cfg.key_algorithm.value, "applets": list(cfg.applets)},
         "eeprom_used": card.fs.used(),
         "entries": entries,
         "commit_buffer": {"committed": store.committed, "entries": buffer},
@@ -141,7 +141,8 @@ def from_document(doc: dict, where: str = "image") -> Card:
         config = CosConfig(capacity=int(c["capacity"]), atr=bytes.fromhex(c["atr"]),
                            t0_get_response=bool(c["t0_get_response"]),
                            wrong_mac_sw=int(c["wrong_mac_sw"], 16),
-                           key_algorithm=Algorithm(c["key_algorithm"]))
+                           key_algorithm=Algorithm(c["key_algorithm"]),
+                           applets=tuple(str(a) for a in c.get("applets", ())))
     except (KeyError, TypeError, ValueError) as e:
         raise ImageError(f"{where}: config: {e}") from None
     data = {}
@@ -171,7 +172,10 @@ def from_document(doc: dict, where: str = "image") -> Card:
             else:
                 recovered[k] = v
     _check_consistent(recovered, where)
-    return Card(Store(data, buffer, committed), config)
+    try:
+        return Card(Store(data, buffer, committed), config)
+    except UnknownApplet as e:
+        raise ImageError(f"{where}: {e}") from None
 
 
 def _check_consistent(data: dict, where: str) -> None:

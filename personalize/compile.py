@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from applets.encoding import encode
 from cardos.apdu import build
+from cardos.crypto import ALGORITHM_IDS
 from cardos.files import KEY_EXTERNAL, KEY_INTERNAL, KEY_PIN, KeyRecord, TransparentEF
 from cardos.tlv import simple_record, tlv
 
@@ -51,8 +52,9 @@ def _path_select(path: tuple[int, ...], note: str) -> list[Step]:
 def _record(decl: KeyDecl, value_len: int, pin: bytes | None = None) -> KeyRecord:
     """The key record a declaration loads (its value filled by the provider, or the PIN)."""
     value = pin if pin is not None else bytes(value_len)
+    alg_byte = ALGORITHM_IDS[decl.algorithm] if decl.type == KEY_INTERNAL else 0xFF
     return KeyRecord(decl.type, decl.id, decl.use, decl.change, value, decl.algorithm, decl.state,
-                     decl.tries, decl.tries, 0, 0x01 if decl.type == KEY_INTERNAL else 0xFF)
+                     decl.tries, decl.tries, 0, alg_byte)
 
 
 def _prefix(decl: KeyDecl) -> bytes:

@@ -50,6 +50,9 @@ class KeyProvider(Protocol):
 
     def seal(self, ref: KeyRef, data: bytes) -> bytes: ...
 
+    def session_encrypt(self, ref: KeyRef, process: bytes, block: bytes) -> bytes:
+        """E(SK, block) with SK the card key diversified by `process` (INTERNAL AUTHENTICATE check)."""
+
     def seal_key_record(self, under: KeyRef, prefix: bytes, target: KeyRef) -> bytes:
         """Seal prefix ‖ value(target) under `under` (secured WRITE KEY)."""
 
@@ -91,6 +94,10 @@ class SoftwareKeys:
     def seal(self, ref: KeyRef, data: bytes) -> bytes:
         alg, k = self._key(ref)
         return seal(alg, k, data)
+
+    def session_encrypt(self, ref: KeyRef, process: bytes, block: bytes) -> bytes:
+        alg, k = self._key(ref)
+        return encrypt_ecb(alg, diversify(alg, k, process), block)
 
     def seal_key_record(self, under: KeyRef, prefix: bytes, target: KeyRef) -> bytes:
         alg, k = self._key(under)

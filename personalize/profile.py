@@ -206,6 +206,7 @@ def build(doc: dict) -> Profile:
             t0_get_response=_choice(cos.get("answers", "inline"), {"inline": False, "t0": True}, "cos.answers"),
             wrong_mac_sw=_int(cos.get("wrong_mac_sw", 0x6988), "cos.wrong_mac_sw"),
             key_algorithm=alg,
+            applets=tuple(str(a) for a in doc.get("applets") or ()),
         )
     except ValueError as e:
         raise ProfileError(f"cos: {e}") from None

@@ -23,8 +23,12 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 stamp=.venv/.sscard-installed
 if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
-    echo "setup: installing sscard into .venv"
-    .venv/bin/pip install -q --upgrade pip >/dev/null
-    .venv/bin/pip install -q -e ".[test,bench]"
+    echo "setup: installing sscard into .venv (log: .venv/install.log)"
+    if ! { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e ".[test,bench]"; } \
+            > .venv/install.log 2>&1; then
+        tail -30 .venv/install.log
+        echo "setup: pip install failed; the whole log is .venv/install.log" >&2
+        exit 1
+    fi
     touch "$stamp"
 fi
