@@ -1,8 +1,10 @@
-"""The `sscard` command: card images, APDUs, and (as they land) serving, reading and personalizing."""
+"""The `sscard` command: card images, keys, APDUs, reading, card life, serving and personalizing."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -19,11 +21,73 @@ def _fail(message: str) -> None:
     raise click.ClickException(message)
 
 
-def _load(path: str):
+def _load_image(path: str):
     try:
         return card_image.load(path)
     except card_image.ImageError as e:
         _fail(str(e))
+
+
+def _profile(name: str | None):
+    from personalize.profile import ProfileError, load
+    try:
+        return load(name)
+    except ProfileError as e:
+        _fail(f"profile: {e}")
+
+
+def _keys(path: str | None, required: bool = True):
+    from personalize.keys import PASSPHRASE_ENV, KeyFileError, load_key_file
+    if path is None:
+        if required:
+            _fail("this operation needs the issuer key file: --keys FILE")
+        return None
+    passphrase = os.environ.get(PASSPHRASE_ENV)
+    if passphrase is None:
+        passphrase = click.prompt(f"passphrase of {path}", hide_input=True, err=True)
+    try:
+        return load_key_file(path, passphrase)
+    except KeyFileError as e:
+        _fail(str(e))
+
+
+@contextlib.contextmanager
+def _card_transport(image_path: str | None, reader: str | None):
+    """The transport the user named: a saved card image (saved again afterwards) or a PC/SC reader."""
+    from reader_bridge.transport import InProcess, TransportError
+    if bool(image_path) == bool(reader):
+        _fail("name the card with exactly one of --image FILE or --reader NAME")
+    if image_path:
+        card = _load_image(image_path)
+        card.power_on()
+        try:
+            yield InProcess(card, name=image_path)
+        finally:
+            card_image.save(card, image_path)
+        return
+    from reader_bridge.pcsc import PcscTransport
+    try:
+        t = PcscTransport(reader)
+    except TransportError as e:
+        _fail(str(e))
+    try:
+        yield t
+    except TransportError as e:
+        _fail(str(e))
+    finally:
+        t.close()
+
+
+card_options = [
+    click.option("--image", "image_path", type=click.Path(dir_okay=False), help="A card image file."),
+    click.option("--reader", help="A PC/SC reader name (or its start)."),
+]
+
+
+def with_card(f):
+    for opt in reversed(card_options):
+        f = opt(f)
+    return f
 
 
 def _parse_apdus(texts: tuple[str, ...]) -> list[bytes]:
@@ -42,11 +106,22 @@ def _parse_apdus(texts: tuple[str, ...]) -> list[bytes]:
     return out
 
 
+def _exchanges(log, as_json: bool) -> None:
+    rows = [{"step": ex.note, "command": redact.command(ex.apdu), "sw": f"{ex.sw:04X}"} for ex in log]
+    if as_json:
+        click.echo(json.dumps(rows, indent=1, ensure_ascii=False))
+    else:
+        for r in rows:
+            click.echo(f"{r['sw']}  {r['step']}")
+
+
 @click.group()
 @click.version_option(package_name="sscard")
 def main() -> None:
     """sscard: simulate, personalize and test Chinese social security cards."""
 
+
+# ---- images -----------------------------------------------------------------------------------
 
 @main.group()
 def image() -> None:
@@ -55,20 +130,39 @@ def image() -> None:
 
 @image.command("new")
 @click.argument("path", type=click.Path(dir_okay=False))
-@click.option("--blank", is_flag=True, help="A factory-blank card (MF, transport key 00 = FF…FF).")
-@click.option("--profile", "profile", default=None, help="Card profile (default: the built-in demo layout).")
+@click.option("--profile", default=None, help="Card profile: default, sm4-3.00, ss-1.00 or a YAML file.")
+@click.option("--keys", "keys_path", type=click.Path(dir_okay=False),
+              help="Issuer key file; without it the card gets the published demo keys.")
+@click.option("--blank", is_flag=True, help="A factory-blank chip of the profile's COS (MF, factory key 00 = FF…FF).")
+@click.option("--activate", is_flag=True, help="Also activate the card (as the bank counter does).")
 @click.option("--force", is_flag=True, help="Overwrite an existing image.")
-def image_new(path: str, blank: bool, profile: str | None, force: bool) -> None:
-    """Write a new card image to PATH."""
-    from personalize import demo
+def image_new(path: str, profile: str | None, keys_path: str | None, blank: bool, activate: bool, force: bool) -> None:
+    """Write a new card image: the profile's card personalized for a sample cardholder."""
+    from personalize import cardholders, lifecycle, virtual
+    from personalize.script import ScriptError
+    from reader_bridge.transport import InProcess
 
     if Path(path).exists() and not force:
         _fail(f"{path} exists; pass --force to overwrite it")
-    if profile is not None:
-        _fail("profiles arrive with the personalization toolkit; only the built-in demo layout exists yet")
-    card = demo.blank_card() if blank else demo.demo_card()
+    prof = _profile(profile)
+    holder = cardholders.sample()
+    serial = virtual.chip_serial(holder["card_number"])
+    if blank:
+        card = virtual.blank(prof, serial)
+        card_image.save(card, path)
+        click.echo(f"{path}: blank {prof.name} chip, {card.fs.used()} of {card.config.capacity} bytes used")
+        return
+    keys = _keys(keys_path, required=False) or virtual.demo_issuer_keys(prof)
+    try:
+        card = virtual.make(prof, holder, keys, serial)
+        if activate:
+            lifecycle.perform(InProcess(card), lifecycle.life_script("activate", prof, virtual.factor(card.atr)), keys)
+    except ScriptError as e:
+        _fail(f"making the card: {e}")
     card_image.save(card, path)
-    click.echo(f"{path}: {'blank' if blank else 'demo'} card, {card.fs.used()} of {card.config.capacity} bytes used")
+    note = "" if keys_path else " (published demo keys: never for real cards)"
+    click.echo(f"{path}: {prof.name} card of {holder['name']} {holder['card_number']}, "
+               f"{card.fs.used()} of {card.config.capacity} bytes used{note}")
 
 
 @image.command("info")
@@ -76,15 +170,15 @@ def image_new(path: str, blank: bool, profile: str | None, force: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def image_info(path: str, as_json: bool) -> None:
     """Show capacity used and free, and the file tree, of a card image."""
-    card = _load(path)
+    card = _load_image(path)
     card.power_on()
     files = [_describe(p, spec, card) for p, spec in card.fs.walk()]
     used, cap = card.fs.used(), card.config.capacity
     if as_json:
-        click.echo(json.dumps({"capacity": cap, "used": used, "free": cap - used,
-                               "atr": card.config.atr.hex().upper(), "files": files}, indent=1))
+        click.echo(json.dumps({"capacity": cap, "used": used, "free": cap - used, "atr": card.config.atr.hex().upper(),
+                               "applets": list(card.config.applets), "files": files}, indent=1))
         return
-    click.echo(f"ATR {card.config.atr.hex().upper()}")
+    click.echo(f"ATR {card.config.atr.hex().upper()}   applets: {', '.join(card.config.applets) or 'none'}")
     click.echo(f"EEPROM {used} of {cap} bytes used, {cap - used} free")
     for f in files:
         indent = "  " * (f["path"].count("/"))
@@ -94,7 +188,8 @@ def image_info(path: str, as_json: bool) -> None:
 def _describe(path, spec, card) -> dict:
     fid = f"{spec.fid:04X}"
     if isinstance(spec, DedicatedFile):
-        detail = (f"name {spec.name.decode('latin-1')!r}, " if spec.name else "") + \
+        name = spec.name.decode("gbk", errors="replace") if spec.name else ""
+        detail = (f"name {name!r}, " if name else "") + \
             f"{card.fs.used_in(path)} of {card.fs.space(path)} bytes used, create {describe(spec.create_right)}"
     elif isinstance(spec, KeyFile):
         keys = card.fs.keys(path[:-1])
@@ -112,28 +207,189 @@ def _describe(path, spec, card) -> dict:
     return {"path": "/".join(f"{p:04X}" for p in path), "fid": fid, "kind": spec.KIND, "detail": detail}
 
 
+# ---- keys ---------------------------------------------------------------------------------------
+
+@main.group()
+def keys() -> None:
+    """Issuer key files (encrypted; the passphrase comes from SSCARD_KEYS_PASSPHRASE or a prompt)."""
+
+
+@keys.command("new")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--profile", default=None, help="The profile whose master keys the file must hold.")
+@click.option("--demo", is_flag=True, help="The published demo keys instead of random ones (tests and demos only).")
+@click.option("--force", is_flag=True, help="Overwrite an existing key file.")
+def keys_new(path: str, profile: str | None, demo: bool, force: bool) -> None:
+    """Write a key file with every master key the profile names (random, or the demo keys)."""
+    from personalize.compile import FACTORY_KEY
+    from personalize.demo import FACTORY_KEY_VALUE
+    from personalize.keys import PASSPHRASE_ENV, save_key_file
+    from personalize.virtual import demo_issuer_keys, master_names
+
+    if Path(path).exists() and not force:
+        _fail(f"{path} exists; pass --force to overwrite it")
+    prof = _profile(profile)
+    passphrase = os.environ.get(PASSPHRASE_ENV) or click.prompt("new passphrase", hide_input=True,
+                                                               confirmation_prompt=True, err=True)
+    if demo:
+        provider = demo_issuer_keys(prof)
+        masters = {n: (provider.algorithm(_ref(n)), provider.value_for_plain_load(_ref(n)), 1) for n in provider.names()}
+    else:
+        masters = {n: (prof.algorithm, FACTORY_KEY_VALUE if n == FACTORY_KEY else os.urandom(16), 1)
+                   for n in master_names(prof)}
+    save_key_file(path, masters, passphrase)
+    click.echo(f"{path}: {len(masters)} master keys for {prof.name}{' (demo keys)' if demo else ''}")
+
+
+def _ref(name):
+    from personalize.keys import KeyRef
+    return KeyRef(name)
+
+
+@keys.command("list")
+@click.argument("path", type=click.Path(dir_okay=False))
+def keys_list(path: str) -> None:
+    """The names, algorithms and versions in a key file (never the values)."""
+    provider = _keys(path)
+    for n in provider.names():
+        click.echo(f"{n:14} {provider.algorithm(_ref(n)).value:5} version {provider.version(n)}")
+
+
+# ---- talking to a card ---------------------------------------------------------------------------
+
 @main.command()
 @click.argument("apdus", nargs=-1, required=True)
-@click.option("--image", "image_path", type=click.Path(dir_okay=False), required=True,
-              help="Card image to send the APDUs to; it is saved afterwards.")
+@with_card
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of exchanges (secrets redacted).")
-def apdu(apdus: tuple[str, ...], image_path: str, as_json: bool) -> None:
+def apdu(apdus: tuple[str, ...], image_path: str | None, reader: str | None, as_json: bool) -> None:
     """Send hex APDUs to a card and print `response-hex SW` for each."""
     commands = _parse_apdus(apdus)
-    card = _load(image_path)
-    card.power_on()
     rows = []
-    for raw in commands:
-        resp = card.transmit(raw)
-        data, sw = split_response(resp)
-        rows.append({"command": redact.command(raw), "response": redact.response(raw, resp)[:-4] if data else "",
-                     "sw": f"{sw:04X}"})
-    card_image.save(card, image_path)
+    with _card_transport(image_path, reader) as t:
+        for raw in commands:
+            resp = t.transmit(raw)
+            data, sw = split_response(resp)
+            rows.append({"command": redact.command(raw), "response": redact.response(raw, resp)[:-4] if data else "",
+                         "sw": f"{sw:04X}"})
     if as_json:
         click.echo(json.dumps(rows, indent=1))
     else:
         for r in rows:
             click.echo(f"{r['response']} {r['sw']}".strip())
+
+
+@main.command()
+def readers() -> None:
+    """List PC/SC readers and whether a card is in each (with its ATR)."""
+    from reader_bridge.pcsc import list_readers
+    from reader_bridge.transport import TransportError
+    try:
+        found = list_readers()
+    except TransportError as e:
+        _fail(str(e))
+    if not found:
+        click.echo("no readers")
+    for r in found:
+        click.echo(f"{r.name}: " + (f"card, ATR {r.atr.hex().upper()}" if r.present else "no card"))
+
+
+@main.command()
+@with_card
+@click.option("--profile", default=None, help="The card's profile (default: default).")
+@click.option("--keys", "keys_path", type=click.Path(dir_okay=False), help="Issuer key file (3.00 cards need it).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def read(image_path, reader, profile, keys_path, as_json) -> None:
+    """Read and decode the card and holder data, as a terminal does."""
+    from personalize.readout import ReadError, read_card
+    prof = _profile(profile)
+    provider = _keys(keys_path, required=False)
+    with _card_transport(image_path, reader) as t:
+        try:
+            r = read_card(t, prof, provider)
+        except ReadError as e:
+            _fail(str(e))
+    if as_json:
+        click.echo(json.dumps(r.as_dict(), indent=1, ensure_ascii=False))
+        return
+    labels = {it.field: it.name for _, df in prof.walk() for f in df.files for it in _all_items(f.items) if it.field}
+    click.echo(f"ATR {r.atr}   generation {r.generation}" + ("   (authenticated)" if r.authenticated else ""))
+    click.echo(f"{'full name':32} {r.full_name}")
+    for k, v in r.items.items():
+        if k not in ("name", "name_extension"):
+            click.echo(f"{labels.get(k, k):32} {v}")
+    for role, state in r.life.items():
+        click.echo(f"{role + ' life state':32} {state}")
+    if r.refused:
+        hint = "" if provider else " (a 3.00 card reads personal data after authentication: give --keys)"
+        click.echo(f"refused: {'; '.join(r.refused)}{hint}")
+
+
+def _all_items(items):
+    for it in items:
+        yield it
+        yield from _all_items(it.children)
+
+
+@main.group()
+def card() -> None:
+    """Card-life operations at the counter, sent as real commands (issuer keys from --keys)."""
+
+
+def _life_command(op: str, help_text: str):
+    @card.command(op, help=help_text)
+    @with_card
+    @click.option("--keys", "keys_path", type=click.Path(dir_okay=False), required=True, help="Issuer key file.")
+    @click.option("--profile", default=None, help="The card's profile (default: default).")
+    @click.option("--account", type=click.Choice(["ss", "bank", "both"]), default="both", show_default=True)
+    @click.option("--reason", default="", help="Why (kept on the card, in the life file).")
+    @click.option("--json", "as_json", is_flag=True)
+    def command(image_path, reader, keys_path, profile, account, reason, as_json):
+        from personalize import lifecycle
+        from personalize.script import ScriptError
+        prof, provider = _profile(profile), _keys(keys_path)
+        with _card_transport(image_path, reader) as t:
+            try:
+                script = lifecycle.life_script(op, prof, t.atr()[-8:], account, reason)
+                log = lifecycle.perform(t, script, provider)
+            except (ScriptError, lifecycle.LifeError) as e:
+                _fail(f"{op}: {e}")
+        _exchanges(log, as_json)
+    return command
+
+
+for _op, _help in (("activate", "Activate the applications (before it, PIN operations answer 6985)."),
+                   ("report-loss", "Report the card lost: both applications blocked temporarily."),
+                   ("unreport", "Withdraw a loss report: unblock the applications."),
+                   ("block", "Block applications temporarily."),
+                   ("unblock", "Unblock applications."),
+                   ("replace", "Replacement: record why and block the old card permanently (9303)."),
+                   ("cancel", "Cancel the card: record why and block it permanently (9303).")):
+    _life_command(_op, _help)
+
+
+@card.command("pin")
+@click.argument("op", type=click.Choice(["change", "reset", "unblock"]))
+@with_card
+@click.option("--keys", "keys_path", type=click.Path(dir_okay=False), help="Issuer key file (reset, unblock).")
+@click.option("--profile", default=None)
+@click.option("--account", type=click.Choice(["ss", "bank"]), default="ss", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def pin(op, image_path, reader, keys_path, profile, account, as_json):
+    """PIN change (old and new PIN prompted), reset to a new PIN (issuer key) or unblock (issuer key)."""
+    from personalize import lifecycle
+    from personalize.script import ScriptError
+    prof = _profile(profile)
+    provider = _keys(keys_path, required=op != "change")
+    old = click.prompt("current PIN", hide_input=True, err=True) if op == "change" else ""
+    new = click.prompt("new PIN", hide_input=True, confirmation_prompt=True, err=True) if op != "unblock" else ""
+    if new and (not new.isdigit() or not 4 <= len(new) <= 12):
+        _fail("a PIN is 4 to 12 digits")
+    with _card_transport(image_path, reader) as t:
+        try:
+            log = lifecycle.perform(t, lifecycle.pin_script(op, prof, t.atr()[-8:], provider, account, old, new), provider)
+        except ScriptError as e:
+            _fail(f"PIN {op}: {e}")
+    _exchanges(log, as_json)
 
 
 if __name__ == "__main__":

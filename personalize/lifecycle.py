@@ -111,7 +111,9 @@ def life_script(op: str, profile: Profile, factor: bytes, which: str = "both", r
         elif op == "unblock":
             out.append(_unblock(acct, factor))
         elif op in ("replace", "cancel"):
+            # A card reported lost is blocked; lift that first so its life record can say why.
             state = REPLACED if op == "replace" else CANCELLED
+            out += [_unblock(acct, factor)] + acct.select()
             out += _life(acct, factor, state, reason or op, today) + [_block(acct, factor, True)]
         else:
             raise LifeError(f"unknown operation {op!r}")

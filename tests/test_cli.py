@@ -1,31 +1,76 @@
-"""The `sscard` command as a user runs it: images, APDUs, JSON output, clear errors."""
+"""The `sscard` command as a user runs it: images, keys, read, card life, APDUs, clear errors."""
 
 import json
 
+import pytest
 from click.testing import CliRunner
 
 from cli import main
+from personalize.keys import KeyRef, load_key_file
+
+PASS = {"SSCARD_KEYS_PASSPHRASE": "test passphrase"}
 
 
-def run(*args):
-    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+def run(*args, input=None, env=PASS):
+    return CliRunner().invoke(main, list(args), input=input, env=env, catch_exceptions=False)
 
 
-def test_image_new_info_and_apdu(tmp_path):
-    img = str(tmp_path / "card.json")
-    r = run("image", "new", img)
-    assert r.exit_code == 0 and "demo card" in r.output
+@pytest.fixture
+def made(tmp_path):
+    keys, img = str(tmp_path / "keys.json"), str(tmp_path / "card.json")
+    assert run("keys", "new", keys, "--demo").exit_code == 0
+    r = run("image", "new", img, "--keys", keys)
+    assert r.exit_code == 0 and "张小燕" in r.output and "demo keys" not in r.output
+    return keys, img
+
+
+def test_image_info_and_apdu(made):
+    _, img = made
     r = run("image", "info", img)
-    assert "EEPROM" in r.output and "SSCARD.DEMO" in r.output and "variable records" in r.output
+    assert "EEPROM" in r.output and "社会保障" in r.output and "pboc-debit" in r.output
     info = json.loads(run("image", "info", "--json", img).output)
     assert info["used"] + info["free"] == info["capacity"] == 32768
-    r = run("apdu", "--image", img, "00A404000B5353434152442E44454D4F", "00B2012C00", "0020000003111111")
+    r = run("apdu", "--image", img, "00A404000F7378312E73682EC9E7BBE1B1A3D5CF", "00B2072C00", "0020000003111111")
     lines = r.output.splitlines()
-    assert lines[1] == "010844454D4F30303031 9000" and lines[2] == "63C5"
-    r = run("apdu", "--image", img, "--json", "00A404000B5353434152442E44454D4F", "0020000003111111")
-    rows = json.loads(r.output)
-    assert rows[1]["sw"] == "63C4"                          # the image kept the first wrong try
-    assert "111111" not in r.output and "redacted" in rows[1]["command"]
+    assert lines[1].startswith("0709") and lines[1].endswith(" 9000") and lines[2] == "6985"
+    rows = json.loads(run("apdu", "--image", img, "--json", "0020000003111111").output)
+    assert "111111" not in json.dumps(rows) and "redacted" in rows[0]["command"]
+
+
+def test_read_then_life_then_pin(made):
+    keys, img = made
+    r = run("read", "--image", img)
+    assert "张小燕" in r.output and "A02796279" in r.output and "issued" in r.output
+    assert run("card", "activate", "--image", img, "--keys", keys).exit_code == 0
+    r = run("card", "pin", "change", "--image", img, input="123456\n654321\n654321\n")
+    assert r.exit_code == 0 and "change PIN" in r.output
+    r = run("apdu", "--image", img, "00A404000F7378312E73682EC9E7BBE1B1A3D5CF", "0020000003654321")
+    assert r.output.splitlines()[-1] == "9000"
+    r = run("card", "report-loss", "--image", img, "--keys", keys, "--json")
+    assert r.exit_code == 0 and all(row["sw"] == "9000" for row in json.loads(r.output))
+    r = run("card", "replace", "--image", img, "--keys", keys, "--reason", "formal loss")
+    assert r.exit_code == 0
+    data = json.loads(run("read", "--image", img, "--json").output)
+    assert any("9303" in x for x in data["refused"])
+
+
+def test_wrong_passphrase_and_missing_keys_are_one_line_errors(made):
+    keys, img = made
+    r = run("card", "activate", "--image", img, "--keys", keys, env={"SSCARD_KEYS_PASSPHRASE": "wrong"})
+    assert r.exit_code != 0 and "wrong passphrase" in r.output and len(r.output.strip().splitlines()) == 1
+    r = run("card", "activate", "--image", img, "--keys", keys, "--reader", "x")
+    assert r.exit_code != 0 and "exactly one of" in r.output
+
+
+def test_secrets_never_printed(made, tmp_path):
+    keys, img = made
+    provider = load_key_file(keys, PASS["SSCARD_KEYS_PASSPHRASE"])
+    values = {provider.value_for_plain_load(KeyRef(n)).hex().upper() for n in provider.names()}
+    outputs = [run("keys", "list", keys).output, run("read", "--image", img, "--json").output,
+               run("card", "activate", "--image", img, "--keys", keys, "--json").output]
+    for out in outputs:
+        assert not any(v in out.upper() for v in values)
+    assert "123456" not in run("card", "pin", "change", "--image", img, "--json", input="123456\n111111\n111111\n").output
 
 
 def test_blank_image_and_refusals(tmp_path):
@@ -39,6 +84,8 @@ def test_blank_image_and_refusals(tmp_path):
     r = run("apdu", "--image", img, "00A4")
     assert r.exit_code != 0 and "at least 4" in r.output
     assert open(img).read() == before
+    r = run("image", "new", str(tmp_path / "x.json"), "--profile", "nosuch.yaml")
+    assert r.exit_code != 0 and "nosuch.yaml" in r.output
 
 
 def test_corrupt_image_gives_one_line_error(tmp_path):
