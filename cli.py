@@ -392,5 +392,47 @@ def pin(op, image_path, reader, keys_path, profile, account, as_json):
     _exchanges(log, as_json)
 
 
+# ---- serving --------------------------------------------------------------------------------------
+
+@main.command()
+@click.option("--image", "images", multiple=True, required=True, type=click.Path(dir_okay=False),
+              help="Card image to serve; repeat for more slots (slot n on port PORT+n).")
+@click.option("--port", default=35963, show_default=True, help="vpcd port of the first slot.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--slots", type=int, default=None, help="How many slots (must match the images given).")
+@click.option("-v", "--verbose", is_flag=True, help="Log one line per APDU (PINs, keys, cryptograms masked).")
+def serve(images, port, host, slots, verbose):
+    """Serve card images behind vsmartcard's vpcd until Ctrl-C or SIGTERM; every PC/SC program sees them."""
+    import logging
+    import signal
+    import threading
+
+    from reader_bridge.vpcd import VpcdLink
+
+    if slots is not None and slots != len(images):
+        _fail(f"--slots {slots} but {len(images)} image(s) given: give one --image per slot")
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(message)s")
+    stop = threading.Event()
+    links = []
+    for n, path in enumerate(images):
+        card = _load_image(path)
+        card.power_on()
+        links.append(VpcdLink(card, host, port + n, on_change=lambda c, p=path: card_image.save(c, p), stop=stop))
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    threads = [link.start() for link in links]
+    for n, (path, link) in enumerate(zip(images, links)):
+        click.echo(f"serving {path} on {host}:{port + n} (reader 'Virtual PCD 00 {n:02X}' when vpcd runs there)",
+                   err=True)
+    while not stop.wait(0.5):
+        pass
+    for t in threads:
+        t.join(timeout=5)
+    for path, link in zip(images, links):
+        card_image.save(link.card, path)
+    click.echo(f"stopped; {sum(link.apdus for link in links)} APDUs served, images saved", err=True)
+
+
 if __name__ == "__main__":
     sys.exit(main())

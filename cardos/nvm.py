@@ -31,6 +31,7 @@ class Store:
         self.generation = 0
         self.tear_at: int | None = None
         self.steps = 0
+        self.commits = 0  # commits made through this object: whoever saves it knows when to
 
     # -- reading and staging ------------------------------------------------------------
     def get(self, key: Hashable, default: Any = None) -> Any:
@@ -67,6 +68,7 @@ class Store:
         if not self._pending:
             return
         staged, self._pending = list(self._pending.items()), {}
+        self.commits += 1
         for entry in staged:
             self._step()
             self.buffer.append(entry)

@@ -26,9 +26,9 @@ def _template(name: str, holder_items: tuple = ()):
     return virtual.make(prof(name), holder, keys(name))
 
 
-def card(name: str = "default", **holder) -> Card:
+def card(profile_name: str = "default", **holder) -> Card:
     """A personalized card (a copy of a cached one, so tests stay fast and independent)."""
-    t = _template(name, tuple(sorted(holder.items())))
+    t = _template(profile_name, tuple(sorted(holder.items())))
     c = Card(Store(dict(t.store.data)), t.config)
     c.power_on()
     return c

@@ -1,0 +1,124 @@
+"""The vpcd link: a card served to vsmartcard's virtual reader driver over TCP.
+
+vpcd listens (port 35963 for slot "Virtual PCD 00 00", 35964 for "00 01") and the card connects
+to it. Each message is a 2-byte big-endian length and a payload: a 1-byte payload is a control
+(00 power off, 01 power on, 02 reset, 04 get ATR; only the last is answered), anything longer is
+a command APDU, answered with the card's response.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+
+from cardos import redact
+from cardos.card import Card
+
+CTRL_OFF, CTRL_ON, CTRL_RESET, CTRL_ATR = 0x00, 0x01, 0x02, 0x04
+DEFAULT_PORT = 35963
+log = logging.getLogger("sscard.vpcd")
+
+
+class LinkClosed(ConnectionError):
+    """vpcd closed the connection (pcscd stopped or restarted)."""
+
+
+class VpcdLink:
+    """Serves one card to one vpcd slot until stopped, reconnecting whenever vpcd goes away."""
+
+    def __init__(self, card: Card, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
+                 on_change: Callable[[Card], None] | None = None, stop: threading.Event | None = None,
+                 poll: float = 0.25) -> None:
+        self.card = card
+        self.host, self.port = host, port
+        self.on_change = on_change
+        self.stop = stop or threading.Event()
+        self.poll = poll
+        self.connected = threading.Event()
+        self.apdus = 0
+
+    # -- framing ----------------------------------------------------------------------------
+    def _read_exactly(self, sock: socket.socket, n: int) -> bytes:
+        buf = bytearray()
+        while len(buf) < n:
+            try:
+                chunk = sock.recv(n - len(buf))
+            except socket.timeout:
+                if self.stop.is_set():
+                    raise LinkClosed("stopping") from None
+                continue
+            if not chunk:
+                raise LinkClosed("vpcd closed the connection")
+            buf += chunk
+        return bytes(buf)
+
+    def _receive(self, sock: socket.socket) -> bytes:
+        (length,) = struct.unpack(">H", self._read_exactly(sock, 2))
+        return self._read_exactly(sock, length)
+
+    @staticmethod
+    def _send(sock: socket.socket, payload: bytes) -> None:
+        sock.sendall(struct.pack(">H", len(payload)) + payload)
+
+    # -- one message ----------------------------------------------------------------------------
+    def handle(self, msg: bytes) -> bytes | None:
+        """The answer to one vpcd message (None when vpcd expects none)."""
+        if len(msg) == 1:
+            ctrl = msg[0]
+            if ctrl == CTRL_ATR:
+                return self.card.atr
+            if ctrl == CTRL_OFF:
+                self.card.power_off()
+            elif ctrl in (CTRL_ON, CTRL_RESET):
+                self.card.power_on()
+            else:
+                log.warning("port %d: unknown vpcd control %02X ignored", self.port, ctrl)
+            return None
+        before = self.card.store.commits
+        resp = self.card.transmit(msg)
+        self.apdus += 1
+        if log.isEnabledFor(logging.INFO):
+            log.info("port %d: %s -> %s", self.port, redact.command(msg), redact.response(msg, resp))
+        if self.card.store.commits != before and self.on_change is not None:
+            self.on_change(self.card)
+        return resp
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def serve(self) -> None:
+        """Connect to vpcd and answer it until stop is set; reconnect when it goes away."""
+        delay = 0.1
+        while not self.stop.is_set():
+            try:
+                sock = socket.create_connection((self.host, self.port), timeout=2)
+            except OSError:
+                self.stop.wait(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            delay = 0.1
+            sock.settimeout(self.poll)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.connected.set()
+            log.info("port %d: connected to vpcd", self.port)
+            try:
+                while not self.stop.is_set():
+                    answer = self.handle(self._receive(sock))
+                    if answer is not None:
+                        self._send(sock, answer)
+            except (LinkClosed, OSError) as e:
+                if not self.stop.is_set():
+                    log.warning("port %d: %s; reconnecting", self.port, e)
+            finally:
+                self.connected.clear()
+                sock.close()
+                # The reader saw the card vanish: RAM state is gone as after pulling the card.
+                self.card.power_off()
+            time.sleep(0.05)
+
+    def start(self) -> threading.Thread:
+        t = threading.Thread(target=self.serve, name=f"vpcd:{self.port}", daemon=True)
+        t.start()
+        return t

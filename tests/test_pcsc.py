@@ -1,0 +1,142 @@
+"""The simulated card behind real pcscd + vpcd, driven by pyscard, opensc-tool and pcsc_scan."""
+
+import signal
+import subprocess
+
+import pytest
+
+from cardos import image
+from personalize import cardholders, virtual
+from personalize.readout import read_card
+from reader_bridge.pcsc import PcscTransport, list_readers
+from tests.pcsc_env import READERS, Served, start_pcscd, stop_pcscd, wait_for_card
+from tests.ss import SELECT_SSSE, keys, prof
+
+pytestmark = pytest.mark.pcsc
+
+
+@pytest.fixture(scope="module", autouse=True)
+def pcscd():
+    start_pcscd()
+    yield
+    stop_pcscd()
+
+
+def _image(tmp_path, filename="card.json", **holder):
+    # Each test's chip gets its own serial, so a reader still showing the last test's card
+    # cannot pass for this one.
+    c = virtual.make(prof(), dict(cardholders.sample(), **holder), keys(), virtual.chip_serial(str(tmp_path / filename)))
+    from personalize import lifecycle
+    from reader_bridge.transport import InProcess
+    lifecycle.perform(InProcess(c), lifecycle.life_script("activate", prof(), c.atr[-8:]), keys())
+    path = tmp_path / filename
+    image.save(c, path)
+    return path, c.atr
+
+
+def _sw(t, hexapdu):
+    return t.transmit(bytes.fromhex(hexapdu))[-2:].hex().upper()
+
+
+def test_select_read_verify_and_power_cycle_persistence(tmp_path):
+    path, atr = _image(tmp_path)
+    served = Served(path)
+    try:
+        wait_for_card(READERS[0], atr)
+        t = PcscTransport(READERS[0])
+        try:
+            assert t.atr() == atr
+            assert _sw(t, SELECT_SSSE) == "9000"
+            r = read_card(t, prof())
+            assert r.full_name == "张小燕" and r.items["ssn"] == "330302199003071215"
+            assert _sw(t, SELECT_SSSE) == "9000"
+            assert _sw(t, "0020000003999999") == "63C5"
+            assert _sw(t, "0020000003999999") == "63C4"
+        finally:
+            t.close()
+    finally:
+        code, err = served.stop()
+    assert code == 0, err
+    assert image.load(path).fs.key((0x3F00, 0xDDF1), 0x3A, 0).tries_left == 4
+    served = Served(path)                                   # power cycle: the counter stays where it was
+    try:
+        wait_for_card(READERS[0], atr)
+        t = PcscTransport(READERS[0])
+        try:
+            assert _sw(t, SELECT_SSSE) == "9000"
+            assert _sw(t, "00200000") == "63C4"
+            assert _sw(t, "0020000003123456") == "9000"
+        finally:
+            t.close()
+    finally:
+        assert served.stop()[0] == 0
+
+
+def test_opensc_tool_and_pcsc_scan_see_the_card(tmp_path):
+    path, atr = _image(tmp_path)
+    served = Served(path)
+    try:
+        wait_for_card(READERS[0], atr)
+        out = subprocess.run(["opensc-tool", "-r", READERS[0], "-s", "00A40000023F00"],
+                             capture_output=True, text=True, timeout=30).stdout
+        assert "Received (SW1=0x90, SW2=0x00)" in out and "6F 04 83 02 3F 00" in out
+        scan = subprocess.run(["pcsc_scan", "-n", "-t", "2"], capture_output=True, text=True, timeout=30).stdout
+        spaced = " ".join(f"{b:02X}" for b in atr)
+        assert READERS[0] in scan and spaced in scan
+    finally:
+        served.stop()
+
+
+def test_two_slots_serve_two_cards(tmp_path):
+    a, atr_a = _image(tmp_path, "a.json")
+    b, atr_b = _image(tmp_path, "b.json", name="李四", card_number="X00000019", ssn="11010519491231002X",
+                      birth_date="19491231")
+    assert atr_a != atr_b
+    served = Served(a, b)
+    try:
+        wait_for_card(READERS[0], atr_a)
+        wait_for_card(READERS[1], atr_b)
+        names = []
+        for reader in READERS:
+            t = PcscTransport(reader)
+            try:
+                names.append(read_card(t, prof()).full_name)
+            finally:
+                t.close()
+        assert names == ["张小燕", "李四"]
+    finally:
+        served.stop()
+
+
+def test_sigkill_loses_at_most_the_command_in_flight(tmp_path):
+    path, atr = _image(tmp_path)
+    served = Served(path)
+    try:
+        wait_for_card(READERS[0], atr)
+        t = PcscTransport(READERS[0])
+        try:
+            assert _sw(t, SELECT_SSSE) == "9000"
+            for _ in range(3):
+                assert _sw(t, "0020000003999999")[:3] == "63C"
+            served.stop(signal.SIGKILL)
+        finally:
+            try:
+                t.close()
+            except Exception:  # noqa: BLE001 - the card vanished with its server
+                pass
+    finally:
+        served.proc.kill()
+    card = image.load(path)                                   # loads: never half-written
+    assert card.fs.key((0x3F00, 0xDDF1), 0x3A, 0).tries_left == 3
+
+
+def test_readers_lists_presence(tmp_path):
+    path, atr = _image(tmp_path)
+    served = Served(path)
+    try:
+        wait_for_card(READERS[0], atr)
+        found = {r.name: r for r in list_readers()}
+        assert found[READERS[0]].present and found[READERS[0]].atr == atr
+        assert not found[READERS[1]].present
+    finally:
+        served.stop()
