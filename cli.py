@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -392,16 +393,200 @@ def pin(op, image_path, reader, keys_path, profile, account, as_json):
     _exchanges(log, as_json)
 
 
+# ---- personalization ----------------------------------------------------------------------------
+
+@main.group()
+def perso() -> None:
+    """Initialize blank cards and personalize cardholders' cards, one or in batches."""
+
+
+@perso.command("init")
+@with_card
+@click.option("--profile", default=None, help="Card profile (default: default).")
+@click.option("--keys", "keys_path", type=click.Path(dir_okay=False), required=True, help="Issuer key file.")
+@click.option("--no-erase", is_flag=True, help="Do not erase the card first.")
+@click.option("--json", "as_json", is_flag=True)
+def perso_init(image_path, reader, profile, keys_path, no_erase, as_json):
+    """Initialization: lay the profile's files, key files and transport keys on a blank card."""
+    from personalize.compile import init_script
+    from personalize.script import ScriptError, run
+    prof, provider = _profile(profile), _keys(keys_path)
+    with _card_transport(image_path, reader) as t:
+        try:
+            log = run(t.transmit, init_script(prof, erase=not no_erase), provider)
+        except ScriptError as e:
+            _fail(f"initialization: {e}")
+    if as_json:
+        _exchanges(log, True)
+    else:
+        click.echo(f"initialized for {prof.name}: {len(log)} commands, all 9000")
+
+
+@perso.command("check")
+@click.option("--profile", default=None)
+@click.option("--cardholders", "csv_path", type=click.Path(dir_okay=False, exists=True), required=True)
+@click.option("--rejects", type=click.Path(dir_okay=False), help="Write the reject file here.")
+@click.option("--json", "as_json", is_flag=True)
+def perso_check(profile, csv_path, rejects, as_json):
+    """Data preparation only: check every record of a cardholder file and list what is wrong."""
+    from personalize import cardholders
+    prof = _profile(profile)
+    try:
+        rows = cardholders.read_csv(csv_path)
+    except cardholders.CsvError as e:
+        _fail(str(e))
+    problems = cardholders.check_all(rows, prof)
+    if rejects:
+        cardholders.write_rejects(rejects, problems)
+    if as_json:
+        click.echo(json.dumps({"records": len(rows), "invalid": len(problems),
+                               "problems": [{"line": line, "field": f, "reason": why}
+                                            for line in sorted(problems) for f, why in problems[line]]},
+                              indent=1, ensure_ascii=False))
+    else:
+        for line in sorted(problems):
+            for f, why in problems[line]:
+                click.echo(f"line {line}: {f}: {why}")
+        click.echo(f"{len(rows)} records, {len(rows) - len(problems)} valid, {len(problems)} invalid")
+    if problems:
+        sys.exit(1)
+
+
+@perso.command("run")
+@click.option("--profile", default=None)
+@click.option("--cardholders", "csv_path", type=click.Path(dir_okay=False, exists=True), required=True)
+@click.option("--keys", "keys_path", type=click.Path(dir_okay=False), required=True)
+@click.option("--reader", "readers", multiple=True, help="A PC/SC reader; repeat for one worker per reader.")
+@click.option("--out-dir", type=click.Path(file_okay=False), help="Make virtual cards into card images here.")
+@click.option("--journal", type=click.Path(dir_okay=False), help="SQLite journal (default: perso-journal.sqlite "
+              "in the output folder, or here).")
+@click.option("--audit", "audit_path", type=click.Path(dir_okay=False), help="Audit log (default: beside the journal).")
+@click.option("--resume", is_flag=True, help="Finish a batch the journal has already started.")
+@click.option("--strict", is_flag=True, help="Refuse the whole batch when any record is invalid.")
+@click.option("--init", "do_init", is_flag=True, help="Readers: initialize each blank card first.")
+@click.option("--max-failures", default=3, show_default=True, help="Consecutive failures that stop the batch.")
+@click.option("--card-timeout", default=60.0, show_default=True, help="Seconds to wait for each card in a reader.")
+@click.option("--json", "as_json", is_flag=True, help="The summary as JSON (progress goes to stderr).")
+def perso_run(profile, csv_path, keys_path, readers, out_dir, journal, audit_path, resume, strict, do_init,
+              max_failures, card_timeout, as_json):
+    """Personalize a batch: each valid cardholder of the file onto a card, journaled and audited."""
+    from personalize import batch, cardholders
+    prof, provider = _profile(profile), _keys(keys_path)
+    if bool(out_dir) == bool(readers):
+        _fail("give --out-dir DIR (card images) or --reader NAME (PC/SC), not both")
+    base = Path(out_dir) if out_dir else Path(".")
+    if out_dir:
+        base.mkdir(parents=True, exist_ok=True)
+    journal = journal or str(base / "perso-journal.sqlite")
+    audit_path = audit_path or str(Path(journal).with_name("perso-audit.jsonl"))
+    opts = batch.Options(prof, provider, csv_path, journal, audit_path, out_dir, tuple(readers), resume, strict,
+                         do_init, max_failures, card_timeout=card_timeout)
+    try:
+        total = len(cardholders.read_csv(csv_path))
+    except cardholders.CsvError as e:
+        _fail(str(e))
+    started = time.monotonic()
+    with click.progressbar(length=total, label="personalizing", file=sys.stderr, show_pos=True,
+                           item_show_func=lambda n: n and f"{n}  {_rate(started, bar)}") as bar:
+        def progress(card_number, n):
+            bar.update(n, card_number)
+        try:
+            result = batch.run_batch(opts, progress)
+        except (batch.BatchError, cardholders.CsvError) as e:
+            _fail(str(e))
+    summary = result.as_dict()
+    if as_json:
+        click.echo(json.dumps(summary, indent=1, ensure_ascii=False))
+    else:
+        click.echo(f"batch {result.batch}: {result.done} done, {result.rejected} rejected, "
+                   f"{result.quarantined} quarantined, {result.pending} pending "
+                   f"({result.made_now} made now in {result.seconds:.1f} s)")
+        if result.rejects_file:
+            click.echo(f"rejects: {result.rejects_file}")
+        for q in result.quarantine:
+            click.echo(f"quarantined line {q['line']} {q['card_number']}: {q['reason']}")
+    if result.stopped:
+        _fail(result.stopped)
+
+
+def _rate(started, bar) -> str:
+    elapsed = time.monotonic() - started
+    return f"{bar.pos / elapsed:.1f} cards/s" if elapsed > 0 and bar.pos else ""
+
+
+@perso.command("script")
+@click.argument("phase", type=click.Choice(["init", "perso"]))
+@click.option("--profile", default=None)
+@click.option("--cardholders", "csv_path", type=click.Path(dir_okay=False, exists=True),
+              help="perso: the file whose record --line is scripted (default: the sample cardholder).")
+@click.option("--line", type=int, help="perso: the CSV line of the cardholder.")
+@click.option("--atr", help="perso: the card's ATR (hex); its last 8 bytes diversify the keys.")
+@click.option("--keys", "keys_path", type=click.Path(dir_okay=False), help="With --reveal: key file for plain key loads.")
+@click.option("--reveal", is_flag=True, help="Show secrets (needs --keys for key values).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the script to a file.")
+def perso_script_cmd(phase, profile, csv_path, line, atr, keys_path, reveal, output):
+    """Write a phase as an annotated APDU script for review or for other tools."""
+    from personalize import cardholders, compile, virtual
+    from personalize.script import render
+    prof = _profile(profile)
+    provider = _keys(keys_path, required=False) if reveal else None
+    if reveal and provider is None:
+        _fail("--reveal needs --keys")
+    if phase == "init":
+        script = compile.init_script(prof)
+    else:
+        holder = cardholders.sample()
+        if csv_path:
+            rows = dict(cardholders.read_csv(csv_path))
+            if line not in rows:
+                _fail(f"{csv_path}: no record on line {line}")
+            holder = rows[line]
+        card_atr = bytes.fromhex(atr) if atr else virtual.config_for(prof, virtual.chip_serial(holder.get("card_number", ""))).atr
+        try:
+            values = cardholders.values(holder, prof, card_atr[-8:])
+        except cardholders.HolderError as e:
+            _fail(f"line {line}: {e}")
+        script = compile.perso_script(prof, values, card_atr[-8:])
+    text = "\n".join([f"# sscard {phase} script for {prof.name} (profile digest {prof.digest})"] +
+                     render(script, provider, reveal)) + "\n"
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+        click.echo(f"{output}: {len(script)} steps", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+@main.group()
+def audit() -> None:
+    """The personalization audit log."""
+
+
+@audit.command("verify")
+@click.argument("path", type=click.Path(dir_okay=False))
+def audit_verify(path):
+    """Check the audit log's hash chain: any edited, inserted or removed line is found."""
+    from personalize.audit import verify
+    n, problems = verify(path)
+    for p in problems:
+        click.echo(p)
+    if problems:
+        _fail(f"{path}: {len(problems)} problem(s) in {n} lines")
+    click.echo(f"{path}: {n} lines, chain intact")
+
+
 # ---- serving --------------------------------------------------------------------------------------
 
 @main.command()
-@click.option("--image", "images", multiple=True, required=True, type=click.Path(dir_okay=False),
+@click.option("--image", "images", multiple=True, type=click.Path(dir_okay=False),
               help="Card image to serve; repeat for more slots (slot n on port PORT+n).")
+@click.option("--hopper", type=click.Path(file_okay=False, exists=True),
+              help="A card feeder on the first slot: serve DIR's images in name order, the next one each time a "
+                   "card that was written to is powered down.")
 @click.option("--port", default=35963, show_default=True, help="vpcd port of the first slot.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--slots", type=int, default=None, help="How many slots (must match the images given).")
 @click.option("-v", "--verbose", is_flag=True, help="Log one line per APDU (PINs, keys, cryptograms masked).")
-def serve(images, port, host, slots, verbose):
+def serve(images, hopper, port, host, slots, verbose):
     """Serve card images behind vsmartcard's vpcd until Ctrl-C or SIGTERM; every PC/SC program sees them."""
     import logging
     import signal
@@ -409,6 +594,13 @@ def serve(images, port, host, slots, verbose):
 
     from reader_bridge.vpcd import VpcdLink
 
+    if bool(images) == bool(hopper):
+        _fail("give card images with --image, or a folder of them with --hopper")
+    if hopper:
+        images = tuple(str(p) for p in sorted(Path(hopper).glob("*.json")))
+        if not images:
+            _fail(f"{hopper}: no card images (*.json)")
+        return _serve_hopper(images, host, port, verbose)
     if slots is not None and slots != len(images):
         _fail(f"--slots {slots} but {len(images)} image(s) given: give one --image per slot")
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
@@ -432,6 +624,49 @@ def serve(images, port, host, slots, verbose):
     for path, link in zip(images, links):
         card_image.save(link.card, path)
     click.echo(f"stopped; {sum(link.apdus for link in links)} APDUs served, images saved", err=True)
+
+
+def _serve_hopper(images, host, port, verbose):
+    import logging
+    import signal
+    import threading
+
+    from reader_bridge.vpcd import VpcdLink
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(message)s")
+    queue = list(images)
+    state = {"path": queue.pop(0)}
+    first = _load_image(state["path"])
+    first.power_on()
+    state["commits"] = first.store.commits
+
+    def next_card(card):
+        if card.store.commits == state["commits"]:
+            return card                      # powered down unchanged: the same card stays in
+        card_image.save(card, state["path"])
+        if not queue:
+            click.echo(f"hopper empty after {state['path']}", err=True)
+            return None
+        state["path"] = queue.pop(0)
+        following = _load_image(state["path"])
+        following.power_on()
+        state["commits"] = following.store.commits
+        return following
+
+    stop = threading.Event()
+    link = VpcdLink(first, host, port, on_change=lambda c: card_image.save(c, state["path"]), stop=stop,
+                    next_card=next_card)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    thread = link.start()
+    click.echo(f"serving a hopper of {len(images)} cards on {host}:{port}", err=True)
+    while not stop.wait(0.5):
+        pass
+    thread.join(timeout=5)
+    if link.card is not None:
+        card_image.save(link.card, state["path"])
+    click.echo(f"stopped; {link.apdus} APDUs served", err=True)
 
 
 if __name__ == "__main__":

@@ -128,3 +128,82 @@ def sample() -> dict[str, str]:
         "init_org": "330300000001", "person_id": "330300000042", "first_region": "330300",
         "pan": "6217990000001234567", "pan_expiry": "340131",
     }
+
+
+# ---- cardholder files -------------------------------------------------------------------------
+
+class CsvError(ValueError):
+    """A cardholder file that cannot be read at all (encoding, header); names the file and line."""
+
+
+def read_csv(path: str) -> list[tuple[int, dict[str, str]]]:
+    """Rows of a UTF-8 cardholder CSV as (line number, fields); the header names the columns."""
+    import csv
+
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            reader = csv.DictReader(f)
+            header = reader.fieldnames or []
+            missing = [c for c in REQUIRED if c not in header]
+            if missing:
+                raise CsvError(f"{path}: line 1: missing column(s) {', '.join(missing)}")
+            unknown = [c for c in header if c not in REQUIRED + OPTIONAL]
+            if unknown:
+                raise CsvError(f"{path}: line 1: unknown column(s) {', '.join(unknown)}")
+            return [(reader.line_num, {k: (v or "") for k, v in row.items() if k}) for row in reader]
+    except UnicodeDecodeError as e:
+        raise CsvError(f"{path}: not UTF-8 (byte {e.start})") from None
+    except OSError as e:
+        raise CsvError(f"{path}: {e.strerror}") from None
+
+
+def _check_chunk(args) -> list[tuple[int, list[tuple[str, str]]]]:
+    profile_source, chunk = args
+    from .profile import build
+    prof = build(profile_source)
+    return [(line, check(row, prof)) for line, row in chunk]
+
+
+def check_all(rows: list[tuple[int, dict[str, str]]], profile: Profile, workers: int | None = None,
+              chunk: int = 2000) -> dict[int, list[tuple[str, str]]]:
+    """Every problem of every row (line → problems), the checks spread over all cores; duplicates too."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    workers = workers or os.cpu_count() or 1
+    problems: dict[int, list[tuple[str, str]]] = {}
+    if workers > 1 and len(rows) > chunk:
+        parts = [(profile.source, rows[i:i + chunk]) for i in range(0, len(rows), chunk)]
+        with ProcessPoolExecutor(workers) as pool:
+            for result in pool.map(_check_chunk, parts):
+                problems.update((line, p) for line, p in result if p)
+    else:
+        problems.update((line, p) for line, p in ((line, check(row, profile)) for line, row in rows) if p)
+    for field in ("ssn", "card_number"):
+        first: dict[str, int] = {}
+        for line, row in rows:
+            value = (row.get(field) or "").strip()
+            if not value:
+                continue
+            if value in first:
+                problems.setdefault(line, []).append((field, f"duplicate of line {first[value]}"))
+            else:
+                first[value] = line
+    return problems
+
+
+def write_rejects(path: str, problems: dict[int, list[tuple[str, str]]]) -> None:
+    """The reject file: one CSV line per problem (line, field, reason), written atomically."""
+    import csv
+    import os
+
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["line", "field", "reason"])
+        for line in sorted(problems):
+            for field, reason in problems[line]:
+                w.writerow([line, field, reason])
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

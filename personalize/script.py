@@ -120,3 +120,43 @@ def run(transmit: Transmit, script: Iterable[ScriptItem], keys: KeyProvider | No
 def _with_mac(keys: KeyProvider, ref: KeyRef, chal: bytes, cla: int, ins: int, p1: int, p2: int, body: bytes) -> bytes:
     mac = keys.mac(ref, chal, bytes((cla, ins, p1, p2, len(body) + 4)) + body)
     return build(cla, ins, p1, p2, body + mac)
+
+
+def render(script: Iterable[ScriptItem], keys: KeyProvider | None = None, reveal: bool = False) -> list[str]:
+    """The script as annotated text: one command a line, `# note` after it.
+
+    Secrets (key values, PIN records, personal data marked secret) are masked unless reveal is
+    set and a key provider is given; steps that depend on the card's challenge are shown as the
+    commands they become, with the computed parts named.
+    """
+    from cardos import redact
+
+    def secret_step(apdu: bytes) -> str:
+        if reveal:
+            return apdu.hex().upper()
+        return redact.command(apdu) if apdu[1] in (0x20, 0x5E, 0x24, 0xD4, 0x82) else \
+            apdu[:5].hex().upper() + f"<{len(apdu) - 5} bytes of personal data>"
+
+    lines = []
+    for i, item in enumerate(script, 1):
+        if isinstance(item, Step):
+            text = secret_step(item.apdu) if item.secret else item.apdu.hex().upper()
+            lines.append(f"{text:<48} # {i}: {item.note}")
+        elif isinstance(item, Authenticate):
+            lines.append(f"{'0084000008':<48} # {i}: {item.note}: challenge")
+            lines.append(f"{f'008200{item.key_id:02X}08 E({item.ref}, challenge)':<48} # {i}: {item.note}")
+        elif isinstance(item, KeyLoad) and item.under is None:
+            value = ""
+            if reveal and keys is not None and item.target is not None:
+                value = keys.value_for_plain_load(item.target).hex().upper()
+            shown = (item.prefix.hex().upper() + value) if reveal else f"{item.prefix[:5].hex().upper()}<key {item.target}>"
+            lines.append(f"{f'80D4{item.p1:02X}{item.key_id:02X}{len(item.prefix) + 16:02X}{shown}':<48} # {i}: {item.note}")
+        elif isinstance(item, KeyLoad):
+            what = f"key {item.target}" if item.target else "record"
+            lines.append(f"{'0084000008':<48} # {i}: {item.note}: challenge")
+            lines.append(f"{f'84D4{item.p1:02X}{item.key_id:02X}.. seal({item.under}, {what}) MAC':<48} # {i}: {item.note}")
+        elif isinstance(item, Secured):
+            lines.append(f"{'0084000008':<48} # {i}: {item.note}: challenge")
+            body = item.body.hex().upper() if reveal else f"<{len(item.body)} bytes>"
+            lines.append(f"{f'{item.cla:02X}{item.ins:02X}{item.p1:02X}{item.p2:02X}.. {body} MAC({item.ref})':<48} # {i}: {item.note}")
+    return lines

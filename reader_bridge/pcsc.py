@@ -134,8 +134,9 @@ class PcscTransport:
         _check(hresult, f"{self.name}: SCardReconnect")
         return self.atr()
 
-    def close(self) -> None:
+    def close(self, unpower: bool = False) -> None:
+        """Release the card; unpower=True powers it down (a card feeder takes that as "next card")."""
         try:
-            scard.SCardDisconnect(self._card, scard.SCARD_LEAVE_CARD)
+            scard.SCardDisconnect(self._card, scard.SCARD_UNPOWER_CARD if unpower else scard.SCARD_LEAVE_CARD)
         finally:
             self._ctx.close()

@@ -27,13 +27,18 @@ class LinkClosed(ConnectionError):
     """vpcd closed the connection (pcscd stopped or restarted)."""
 
 
+class CardSwap(Exception):
+    """The served card changes: the link disconnects so the reader sees it removed."""
+
+
 class VpcdLink:
     """Serves one card to one vpcd slot until stopped, reconnecting whenever vpcd goes away."""
 
     def __init__(self, card: Card, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                  on_change: Callable[[Card], None] | None = None, stop: threading.Event | None = None,
-                 poll: float = 0.25) -> None:
+                 poll: float = 0.25, next_card: Callable[[Card], Card | None] | None = None) -> None:
         self.card = card
+        self.next_card = next_card
         self.host, self.port = host, port
         self.on_change = on_change
         self.stop = stop or threading.Event()
@@ -73,6 +78,12 @@ class VpcdLink:
                 return self.card.atr
             if ctrl == CTRL_OFF:
                 self.card.power_off()
+                if self.next_card is not None:
+                    following = self.next_card(self.card)
+                    if following is not self.card:
+                        # Take the card out of the reader: vpcd sees it leave, then the next arrive.
+                        self.card = following
+                        raise CardSwap()
             elif ctrl in (CTRL_ON, CTRL_RESET):
                 self.card.power_on()
             else:
@@ -108,6 +119,8 @@ class VpcdLink:
                     answer = self.handle(self._receive(sock))
                     if answer is not None:
                         self._send(sock, answer)
+            except CardSwap:
+                log.info("port %d: card swapped", self.port)
             except (LinkClosed, OSError) as e:
                 if not self.stop.is_set():
                     log.warning("port %d: %s; reconnecting", self.port, e)
@@ -115,8 +128,14 @@ class VpcdLink:
                 self.connected.clear()
                 sock.close()
                 # The reader saw the card vanish: RAM state is gone as after pulling the card.
-                self.card.power_off()
-            time.sleep(0.05)
+                if self.card is not None:
+                    self.card.power_off()
+            if self.card is None:
+                log.info("port %d: hopper empty", self.port)
+                self.stop.wait()
+                return
+            # Give pcscd time to poll the empty slot, so it reads the next card's ATR afresh.
+            self.stop.wait(0.6 if self.next_card else 0.05)
 
     def start(self) -> threading.Thread:
         t = threading.Thread(target=self.serve, name=f"vpcd:{self.port}", daemon=True)
