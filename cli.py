@@ -136,8 +136,10 @@ def image() -> None:
               help="Issuer key file; without it the card gets the published demo keys.")
 @click.option("--blank", is_flag=True, help="A factory-blank chip of the profile's COS (MF, factory key 00 = FF…FF).")
 @click.option("--activate", is_flag=True, help="Also activate the card (as the bank counter does).")
+@click.option("--serial", help="The chip's 8-byte serial (hex), the ATR's last bytes; default: derived from PATH.")
 @click.option("--force", is_flag=True, help="Overwrite an existing image.")
-def image_new(path: str, profile: str | None, keys_path: str | None, blank: bool, activate: bool, force: bool) -> None:
+def image_new(path: str, profile: str | None, keys_path: str | None, blank: bool, activate: bool,
+              serial: str | None, force: bool) -> None:
     """Write a new card image: the profile's card personalized for a sample cardholder."""
     from personalize import cardholders, lifecycle, virtual
     from personalize.script import ScriptError
@@ -147,15 +149,23 @@ def image_new(path: str, profile: str | None, keys_path: str | None, blank: bool
         _fail(f"{path} exists; pass --force to overwrite it")
     prof = _profile(profile)
     holder = cardholders.sample()
-    serial = virtual.chip_serial(holder["card_number"])
+    if serial is not None:
+        try:
+            chip = bytes.fromhex(serial)
+        except ValueError:
+            chip = b""
+        if len(chip) != 8:
+            _fail(f"--serial {serial!r}: 8 bytes of hex are needed")
+    else:
+        chip = virtual.chip_serial(holder["card_number"] if not blank else str(Path(path).resolve()))
     if blank:
-        card = virtual.blank(prof, serial)
+        card = virtual.blank(prof, chip)
         card_image.save(card, path)
         click.echo(f"{path}: blank {prof.name} chip, {card.fs.used()} of {card.config.capacity} bytes used")
         return
     keys = _keys(keys_path, required=False) or virtual.demo_issuer_keys(prof)
     try:
-        card = virtual.make(prof, holder, keys, serial)
+        card = virtual.make(prof, holder, keys, chip)
         if activate:
             lifecycle.perform(InProcess(card), lifecycle.life_script("activate", prof, virtual.factor(card.atr)), keys)
     except ScriptError as e:

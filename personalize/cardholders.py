@@ -207,3 +207,49 @@ def write_rejects(path: str, problems: dict[int, list[tuple[str, str]]]) -> None
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+_SURNAMES = "王李张刘陈杨赵黄周吴徐孙胡朱高林何郭马罗梁宋郑谢韩唐冯于董萧程曹袁邓许傅沈曾彭吕苏卢蒋蔡贾丁魏薛叶阎余潘杜戴夏钟汪田任姜范方石姚谭廖邹熊金陆郝孔白崔康毛邱秦江史顾侯邵孟龙万段雷钱汤尹黎易常武乔贺赖龚文"
+_GIVEN = "伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超秀兰霞平刚桂英华玉兰萍红娥玲芬燕鹏辉建国建华志强海燕"
+
+
+def generate(n: int, seed: int = 1, region: str = "330300", start: int = 0) -> list[dict[str, str]]:
+    """n fictitious, valid and distinct cardholders (for tests and benchmarks)."""
+    import random
+
+    from applets.encoding import card_number_check, id_check_digit
+
+    rng = random.Random(seed)
+    out = []
+    base = dt.date(1945, 1, 1)
+    for i in range(start, start + n):
+        # Birth date and sequence both come from i, so every ID is distinct; the sequence's
+        # parity gives the sex, as GB 11643 has it.
+        birth = (base + dt.timedelta(days=(i // 1000) % 21900)).strftime("%Y%m%d")
+        seq = i % 1000
+        sex = "1" if seq % 2 else "2"
+        ssn17 = f"{region[:4]}02{birth}{seq:03d}"
+        ssn = ssn17 + id_check_digit(ssn17)
+        letter = "ABCDEFGHJKLMNPQRSTUVWXYZ"[(i // 10_000_000) % 24]
+        body = f"{letter}{i % 10_000_000:07d}"
+        check = card_number_check(body)
+        if check >= 10:
+            body = f"{'ABCDEFGHJKLMNPQRSTUVWXYZ'[(i // 10_000_000 + 12) % 24]}{i % 10_000_000:07d}"
+            check = card_number_check(body)
+        name = rng.choice(_SURNAMES) + "".join(rng.choice(_GIVEN) for _ in range(rng.randint(1, 2)))
+        out.append({"ssn": ssn, "name": name, "sex": sex, "ethnicity": "01", "birthplace": region[:4] + "02",
+                    "birth_date": birth, "card_number": body + str(check), "issue_date": "20250310",
+                    "expiry_date": "20350310", "region": region, "init_org": region + "000001",
+                    "person_id": f"{region[:4]}{i:08d}", "first_region": region,
+                    "pan": f"621799{i:013d}", "pan_expiry": "350331"})
+    return out
+
+
+def write_csv(path: str, holders: list[dict[str, str]]) -> None:
+    """Write cardholders as a UTF-8 CSV with the documented columns."""
+    import csv
+
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(REQUIRED + OPTIONAL), extrasaction="ignore")
+        w.writeheader()
+        w.writerows(holders)

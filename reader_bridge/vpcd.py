@@ -19,6 +19,7 @@ from cardos import redact
 from cardos.card import Card
 
 CTRL_OFF, CTRL_ON, CTRL_RESET, CTRL_ATR = 0x00, 0x01, 0x02, 0x04
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 DEFAULT_PORT = 35963
 log = logging.getLogger("sscard.vpcd")
 
@@ -50,6 +51,11 @@ class VpcdLink:
     def _read_exactly(self, sock: socket.socket, n: int) -> bytes:
         buf = bytearray()
         while len(buf) < n:
+            if _QUICKACK is not None:
+                # vpcd writes a frame's length and payload separately; with Nagle on its side and
+                # delayed ACKs on ours each APDU would stall ~40 ms. Linux clears QUICKACK after
+                # every receive, so it is set again each time.
+                sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
             try:
                 chunk = sock.recv(n - len(buf))
             except socket.timeout:

@@ -44,11 +44,13 @@ def wait_for_card(reader: str, atr: bytes | None, timeout: float = 20.0, present
 class Served:
     """A running `sscard serve` process."""
 
-    def __init__(self, *images: Path, port: int = 35963) -> None:
-        self.readers = [READERS[port - 35963 + n] for n in range(len(images))]
+    def __init__(self, *images: Path, port: int = 35963, hopper: Path | None = None) -> None:
+        self.readers = [READERS[port - 35963 + n] for n in range(len(images) or 1)]
         args = [sys.executable, "-m", "cli", "serve", "--port", str(port)]
         for img in images:
             args += ["--image", str(img)]
+        if hopper is not None:
+            args += ["--hopper", str(hopper)]
         self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                      env=dict(os.environ, PYTHONUNBUFFERED="1"))
         self.err: list[str] = []
@@ -56,7 +58,7 @@ class Served:
         self._reader.start()
         deadline = time.monotonic() + 20
         # Ready once it says so: its signal handlers are in place and its links are connecting.
-        while not any(line.startswith("serving") for line in self.err):
+        while not any(line.startswith("serving") for line in self.err):  # noqa: B023
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"sscard serve did not start: {''.join(self.err)}")
             time.sleep(0.02)

@@ -140,3 +140,39 @@ def test_readers_lists_presence(tmp_path):
         assert not found[READERS[1]].present
     finally:
         served.stop()
+
+
+def test_a_batch_of_200_blank_cards_through_two_readers(tmp_path):
+    from personalize import batch
+    from personalize.keys import KeyRef, save_key_file  # noqa: F401
+    holders = cardholders.generate(200, seed=21)
+    csv_path = tmp_path / "holders.csv"
+    cardholders.write_csv(str(csv_path), holders)
+    hoppers = [tmp_path / "feeder0", tmp_path / "feeder1"]
+    for n, folder in enumerate(hoppers):
+        folder.mkdir()
+        for i in range(100):
+            chip = virtual.blank(prof(), virtual.chip_serial(f"{tmp_path}:{n}:{i}"))
+            image.save(chip, folder / f"chip{i:03d}.json")
+    feeders = [Served(hopper=hoppers[0], port=35963), Served(hopper=hoppers[1], port=35964)]
+    try:
+        opts = batch.Options(prof(), keys(), str(csv_path), str(tmp_path / "journal.sqlite"),
+                             str(tmp_path / "audit.jsonl"), readers=READERS, init=True, card_timeout=20)
+        result = batch.run_batch(opts)
+    finally:
+        for f in feeders:
+            f.proc.send_signal(signal.SIGTERM)
+            f.proc.wait(timeout=15)
+    assert (result.done, result.quarantined, result.pending) == (200, 0, 0), result.stopped
+    numbers = set()
+    for folder in hoppers:
+        for path in sorted(folder.glob("*.json")):
+            card = image.load(path)
+            card.power_on()
+            from reader_bridge.transport import InProcess
+            r = read_card(InProcess(card), prof())
+            numbers.add(r.items["card_number"])
+            assert r.items["card_id"].endswith(card.atr[-8:].hex().upper())
+    assert numbers == {h["card_number"] for h in holders}
+    from personalize.audit import verify
+    assert verify(opts.audit)[1] == []

@@ -1,0 +1,306 @@
+"""Personalization: phases, batches, journal and resume, rejects, audit, and secrets kept out."""
+
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from cardos import image
+from cli import main
+from personalize import batch, cardholders, compile, virtual
+from personalize.audit import verify
+from personalize.keys import KeyRef, save_key_file
+from personalize.profile import ProfileError, build, load
+from personalize.script import render, run
+from reader_bridge.transport import InProcess
+from tests.ss import keys, prof
+
+ROOT = Path(__file__).resolve().parent.parent
+PASS = "batch test passphrase"
+
+
+@pytest.fixture
+def keyfile(tmp_path):
+    provider = keys()
+    path = tmp_path / "keys.json"
+    save_key_file(path, {n: (provider.algorithm(KeyRef(n)), provider.value_for_plain_load(KeyRef(n)), 1)
+                         for n in provider.names()}, PASS)
+    return str(path)
+
+
+def cli(*args, input=None):
+    return CliRunner().invoke(main, list(args), input=input, env={"SSCARD_KEYS_PASSPHRASE": PASS},
+                              catch_exceptions=False)
+
+
+# ---- the two phases -------------------------------------------------------------------------
+
+def test_init_and_perso_scripts_make_the_same_card_as_image_new(tmp_path, keyfile):
+    made = tmp_path / "new.json"
+    assert cli("image", "new", str(made), "--keys", keyfile).exit_code == 0
+    reference = image.load(made)
+    printed = cli("perso", "script", "init").output.splitlines()
+    script = compile.init_script(prof())
+    assert printed[1:] == render(script)                     # what is printed is what is run
+    holder = cardholders.sample()
+    card = virtual.blank(prof(), virtual.chip_serial(holder["card_number"]))
+    run(InProcess(card).transmit, script, keys())
+    card.power_on()
+    values = cardholders.values(holder, prof(), card.atr[-8:])
+    perso = compile.perso_script(prof(), values, card.atr[-8:])
+    assert len(cli("perso", "script", "perso").output.splitlines()) == len(render(perso)) + 1
+    run(InProcess(card).transmit, perso, keys())
+    card.power_on()
+    assert card.store.data == reference.store.data            # every file, record, key and counter
+    assert card.config == reference.config
+
+
+def test_printed_scripts_hide_secrets_unless_revealed(keyfile):
+    text = cli("perso", "script", "perso").output
+    assert "张小燕".encode("gbk").hex().upper() not in text and "123456" not in text.replace("0084000008", "")
+    shown = cli("perso", "script", "init", "--keys", keyfile, "--reveal").output
+    transport = keys().value_for_plain_load(KeyRef("TRANSPORT")).hex().upper()
+    assert transport in shown and transport not in cli("perso", "script", "init").output
+
+
+def test_perso_init_onto_a_blank_image_then_a_batch_card_reads_back(tmp_path, keyfile):
+    blank = tmp_path / "blank.json"
+    assert cli("image", "new", "--blank", str(blank)).exit_code == 0
+    r = cli("perso", "init", "--image", str(blank), "--keys", keyfile)
+    assert r.exit_code == 0 and "all 9000" in r.output
+    card = image.load(blank)
+    card.power_on()
+    assert card.fs.exists((0x3F00, 0xDDF1, 0xEF06))
+
+
+# ---- data preparation -----------------------------------------------------------------------
+
+BAD = {
+    "ssn": ("330302199003071216", "check character"),
+    "name": ("张\U0001F600", "not in GBK"),
+    "sex": ("3", "must be 1"),
+    "ethnicity": ("77", "GB 3304"),
+    "birthplace": ("9999", "region code"),
+    "birth_date": ("19900230", "real date"),
+    "issue_date": ("19800101", "after the birth date"),
+    "expiry_date": ("20200101", "after the issue date"),
+    "card_number": ("A02796278", "check character"),
+    "region": ("33030", "region code"),
+    "init_org": ("ORG", "digits"),
+    "pan_expiry": ("341301", "YYMMDD"),
+}
+
+
+@pytest.mark.parametrize("field", sorted(BAD))
+def test_every_invalid_record_class_is_rejected_with_its_reason(field):
+    value, why = BAD[field]
+    problems = cardholders.check(dict(cardholders.sample(), **{field: value}), prof())
+    assert any(f == field and why in reason for f, reason in problems), problems
+
+
+def test_missing_fields_long_names_and_duplicates():
+    h = cardholders.sample()
+    assert ("name", "missing") in cardholders.check(dict(h, name=""), prof())
+    assert any(f == "name" for f, _ in cardholders.check(dict(h, name="张" * 26), prof()))
+    assert any(f == "name" for f, _ in cardholders.check(dict(h, name="张" * 16), load("ss-1.00")))  # no 4E on 1.00
+    rows = [(2, h), (3, dict(h)), (4, dict(h, card_number="X00000019", ssn="11010519491231002X", birth_date="19491231"))]
+    problems = cardholders.check_all(rows, prof(), workers=1)
+    assert problems[3] == [("ssn", "duplicate of line 2"), ("card_number", "duplicate of line 2")] and 4 not in problems
+
+
+def test_check_all_uses_worker_processes_and_agrees():
+    rows = [(i + 2, h) for i, h in enumerate(cardholders.generate(2500, seed=9))]
+    rows[100] = (102, dict(rows[100][1], sex="7"))
+    assert cardholders.check_all(rows, prof(), workers=2, chunk=500) == {102: [("sex", "must be 1 (male), 2 (female), 0 or 9")]}
+
+
+# ---- batches --------------------------------------------------------------------------------
+
+def _csv(tmp_path, n, seed=5, extra=()):
+    path = tmp_path / "holders.csv"
+    cardholders.write_csv(str(path), cardholders.generate(n, seed=seed) + list(extra))
+    return str(path)
+
+
+def _opts(tmp_path, csv_path, **kw):
+    out = tmp_path / "cards"
+    return batch.Options(prof(), keys(), csv_path, str(tmp_path / "journal.sqlite"), str(tmp_path / "audit.jsonl"),
+                         str(out), **kw)
+
+
+def test_a_batch_of_200_cards_into_images(tmp_path):
+    bad = dict(cardholders.sample(), ssn="330302199003071216")
+    opts = _opts(tmp_path, _csv(tmp_path, 200, extra=[bad]))
+    result = batch.run_batch(opts)
+    assert (result.done, result.rejected, result.quarantined, result.pending) == (200, 1, 0, 0)
+    files = sorted((tmp_path / "cards").glob("*.json"))
+    assert len(files) == 200
+    card = image.load(files[17])
+    card.power_on()
+    from personalize.readout import read_card
+    r = read_card(InProcess(card), prof())
+    assert r.items["card_number"] == files[17].stem and r.life["ssse"] == "issued"
+    rejects = Path(result.rejects_file).read_text()
+    assert "202,ssn,check character should be" in rejects
+    n, problems = verify(opts.audit)
+    assert problems == [] and n == 202                           # start, 200 cards, end
+    again = batch.run_batch(_opts(tmp_path, opts.cardholder_file, resume=True))
+    assert again.made_now == 0 and again.done == 200
+
+
+def test_strict_refuses_the_whole_batch_and_a_rerun_needs_resume(tmp_path):
+    bad = dict(cardholders.sample(), sex="5")
+    csv_path = _csv(tmp_path, 5, extra=[bad])
+    with pytest.raises(batch.BatchError, match="--strict: 1 of 6"):
+        batch.run_batch(_opts(tmp_path, csv_path, strict=True))
+    assert not (tmp_path / "cards").exists() or not list((tmp_path / "cards").glob("*.json"))
+    batch.run_batch(_opts(tmp_path, csv_path))
+    with pytest.raises(batch.BatchError, match="--resume"):
+        batch.run_batch(_opts(tmp_path, csv_path))
+
+
+def test_card_numbers_are_never_issued_twice_across_batches(tmp_path):
+    first = _csv(tmp_path, 3, seed=1)
+    batch.run_batch(_opts(tmp_path, first))
+    again = tmp_path / "again.csv"
+    holders = cardholders.generate(3, seed=1)[:1] + cardholders.generate(2, seed=2, start=50)
+    cardholders.write_csv(str(again), holders)
+    result = batch.run_batch(_opts(tmp_path, str(again)))
+    assert (result.done, result.rejected) == (2, 1)
+    assert "already issued in an earlier batch" in Path(result.rejects_file).read_text()
+
+
+def test_an_authentication_failure_quarantines_the_card_and_failures_stop_the_batch(tmp_path):
+    from personalize.keys import SoftwareKeys
+    wrong = dict(keys()._masters)
+    wrong["FACTORY"] = (wrong["FACTORY"][0], bytes(16), 1)       # not the blank chips' factory key
+    opts = _opts(tmp_path, _csv(tmp_path, 6))
+    opts.keys = SoftwareKeys(wrong)
+    result = batch.run_batch(opts)
+    assert result.quarantined == 3 and result.done == 0 and result.pending == 3
+    assert "stopped" in result.stopped
+    assert all("authentication failure: not retried" in q["reason"] for q in result.quarantine)
+    n, problems = verify(opts.audit)
+    assert not problems
+
+
+def _run_cli_batch(tmp_path, csv_path, keyfile, resume):
+    args = [sys.executable, "-m", "cli", "perso", "run", "--cardholders", csv_path, "--keys", keyfile,
+            "--out-dir", str(tmp_path / "cards"), "--json"] + (["--resume"] if resume else [])
+    return subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, SSCARD_KEYS_PASSPHRASE=PASS))
+
+
+def test_sigkill_at_random_points_then_resume_gives_the_same_cards(tmp_path, keyfile):
+    csv_path = _csv(tmp_path, 40, seed=11)
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    reference = batch.run_batch(_opts(ref, csv_path))
+    assert reference.done == 40
+    rng = random.Random(4)
+    kills, resume = 0, False
+    for _ in range(30):
+        p = _run_cli_batch(tmp_path, csv_path, keyfile, resume)
+        time.sleep(rng.uniform(0.3, 1.6))
+        if p.poll() is None:
+            p.send_signal(signal.SIGKILL)
+            kills += 1
+        p.communicate()
+        resume = (tmp_path / "cards" / "perso-journal.sqlite").exists() and _has_batch(tmp_path / "cards")
+        if p.returncode == 0:
+            break
+    else:
+        p = _run_cli_batch(tmp_path, csv_path, keyfile, resume)
+        p.communicate()
+    final = _run_cli_batch(tmp_path, csv_path, keyfile, True)
+    out, err = final.communicate()
+    summary = json.loads(out)
+    assert kills >= 3, "the test must really interrupt the batch"
+    assert (summary["done"], summary["pending"], summary["quarantined"]) == (40, 0, 0)
+    made = {p.name: p.read_bytes() for p in (tmp_path / "cards").glob("*.json")}
+    expected = {p.name: p.read_bytes() for p in (ref / "cards").glob("*.json")}
+    assert made == expected                                       # the same cards, byte for byte
+    db = sqlite3.connect(tmp_path / "cards" / "perso-journal.sqlite")
+    assert db.execute("SELECT COUNT(*), COUNT(DISTINCT card_number) FROM cards").fetchone() == (40, 40)
+    n, problems = verify(tmp_path / "cards" / "perso-audit.jsonl")
+    assert problems == []
+    assert not list((tmp_path / "cards").glob(".*.tmp"))
+
+
+def _has_batch(folder: Path) -> bool:
+    try:
+        db = sqlite3.connect(folder / "perso-journal.sqlite")
+        return db.execute("SELECT COUNT(*) FROM batches").fetchone()[0] > 0
+    except sqlite3.Error:
+        return False
+
+
+def test_no_pin_or_key_reaches_journal_audit_or_json(tmp_path, keyfile):
+    csv_path = _csv(tmp_path, 5)
+    out = tmp_path / "cards"
+    r = cli("perso", "run", "--cardholders", csv_path, "--keys", keyfile, "--out-dir", str(out), "--json")
+    assert r.exit_code == 0
+    provider = keys()
+    secrets = {provider.value_for_plain_load(KeyRef(n)).hex().upper() for n in provider.names()}
+    factors = [image.load(p).atr[-8:] for p in out.glob("*.json")]
+    for _, df in prof().walk():
+        for k in df.keys:
+            if k.master:
+                secrets |= {provider.value_for_plain_load(KeyRef(k.master, f)).hex().upper() for f in factors}
+    pins = {"123456", "888888"}
+    journal_dump = "\n".join(str(row) for row in sqlite3.connect(out / "perso-journal.sqlite").iterdump()).upper()
+    texts = {"journal": journal_dump, "audit": (out / "perso-audit.jsonl").read_text().upper(), "json": r.output.upper()}
+    for where, text in texts.items():
+        assert not any(s in text for s in secrets), f"a key value in the {where}"
+        for pin in pins:
+            assert f'"{pin}"' not in text and f"'{pin}'" not in text and f"{pin}F" not in text, f"a PIN in the {where}"
+
+
+def test_audit_verify_catches_an_edited_or_removed_line(tmp_path):
+    opts = _opts(tmp_path, _csv(tmp_path, 4))
+    batch.run_batch(opts)
+    log = Path(opts.audit)
+    lines = log.read_text().splitlines(keepends=True)
+    assert cli("audit", "verify", str(log)).exit_code == 0
+    edited = lines[:]
+    edited[2] = edited[2].replace('"personalized"', '"PERSONALIZED"')
+    log.write_text("".join(edited))
+    r = cli("audit", "verify", str(log))
+    assert r.exit_code != 0 and "line 3: its contents do not match its hash (edited)" in r.output
+    log.write_text("".join(lines[:2] + lines[3:]))
+    r = cli("audit", "verify", str(log))
+    assert r.exit_code != 0 and "line 3: does not follow line 2" in r.output
+
+
+# ---- profiles -------------------------------------------------------------------------------
+
+def test_profile_errors_name_the_place(tmp_path):
+    doc = dict(prof().source)
+    big = json.loads(json.dumps(doc))
+    big["cos"]["capacity"] = 16384
+    with pytest.raises(ProfileError, match=r"the layout needs \d+ bytes of EEPROM, the card has 16384"):
+        build(big)
+    bad = json.loads(json.dumps(doc))
+    bad["tree"]["dfs"][0]["files"][1]["records"][2]["format"] = "hex"
+    with pytest.raises(ProfileError, match=r"tree\.dfs\[0\]\.files\[1\]\.records\[2\]\.format: 'hex'"):
+        build(bad)
+    bad = json.loads(json.dumps(doc))
+    bad["tree"]["dfs"][0]["files"][1]["read"] = "key:99"
+    with pytest.raises(ProfileError, match=r"tree\.dfs\[0\]\.files\[1\]\.read: .*unknown credential 'key:99'"):
+        build(bad)
+    ssf = json.loads(json.dumps(doc))
+    ssf["cos"]["algorithm"] = "ssf33"
+    with pytest.raises(ProfileError, match="SSF33 is not public"):
+        build(ssf)
+    p = tmp_path / "p.yaml"
+    p.write_text("extends: default\nname: x\noverride:\n  DDF1/EF99: {read: always}\n")
+    with pytest.raises(ProfileError, match="no DF or file EF99"):
+        load(str(p))
