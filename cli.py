@@ -323,6 +323,7 @@ def read(image_path, reader, profile, keys_path, as_json) -> None:
         click.echo(json.dumps(r.as_dict(), indent=1, ensure_ascii=False))
         return
     labels = {it.field: it.name for _, df in prof.walk() for f in df.files for it in _all_items(f.items) if it.field}
+    labels["spec_version"] = "specification version"
     click.echo(f"ATR {r.atr}   generation {r.generation}" + ("   (authenticated)" if r.authenticated else ""))
     click.echo(f"{'full name':32} {r.full_name}")
     for k, v in r.items.items():

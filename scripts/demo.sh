@@ -1,19 +1,47 @@
 #!/usr/bin/env bash
-# The main job, end to end on this machine: set up, make a card, talk to it.
-# As the reader bridge and personalization land, this grows into: serve a virtual card behind
-# vpcd, personalize a batch on it through PC/SC, read one back.
+# The main job, end to end on this machine: blank virtual cards served behind a real PC/SC
+# reader (pcscd + vsmartcard's vpcd), a batch of cardholders personalized on them through
+# PC/SC, one card read back through the reader. Sets up what it needs; stops what it starts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 out=${SSCARD_OUT:-out}
-mkdir -p "$out"
+rm -rf "$out" && mkdir -p "$out/feeder"
+# Demo only: published demo keys under a passphrase everyone knows. Real key files come from
+# `sscard keys new` with a passphrase typed at the prompt.
+export SSCARD_KEYS_PASSPHRASE=${SSCARD_KEYS_PASSPHRASE:-sscard-demo}
+reader="Virtual PCD 00 00"
 
-echo "== a factory-blank card and a demo card, each built by sending the card its own commands"
-sscard image new --force --blank "$out/blank.json"
-sscard image new --force "$out/demo.json"
-sscard image info "$out/demo.json"
+serve_pid=""
+cleanup() {
+    [[ -n $serve_pid ]] && kill "$serve_pid" 2>/dev/null && wait "$serve_pid" 2>/dev/null || true
+    bash scripts/pcsc.sh stop >/dev/null || true
+}
+trap cleanup EXIT
 
-echo "== select the demo application, read a record by number and by tag, a wrong then the right PIN, read the PIN-gated file"
-sscard apdu --image "$out/demo.json" \
-    00A404000B5353434152442E44454D4F 00B2012C00 00B2022800 0020000003111111 0020000003123456 00B0810010
+echo "== issuer keys and 20 blank chips in a card feeder"
+sscard keys new "$out/keys.json" --demo
+for i in $(seq -w 1 20); do sscard image new --blank "$out/feeder/chip$i.json" >/dev/null; done
+
+echo "== pcscd with the vpcd driver, and the feeder served behind it"
+bash scripts/pcsc.sh start
+sscard serve --hopper "$out/feeder" &
+serve_pid=$!
+for _ in $(seq 100); do sscard readers 2>/dev/null | grep -q "^$reader: card" && break; sleep 0.2; done
+sscard readers
+
+echo "== check the cardholder file, then initialize and personalize each card through PC/SC"
+sscard perso check --cardholders examples/cardholders.csv --rejects "$out/rejects.csv" || true
+sscard perso run --cardholders examples/cardholders.csv --keys "$out/keys.json" --reader "$reader" --init \
+    --journal "$out/journal.sqlite" --audit "$out/audit.jsonl" --card-timeout 20
+sscard audit verify "$out/audit.jsonl"
+kill "$serve_pid"; wait "$serve_pid" 2>/dev/null || true; serve_pid=""
+
+first=$(ls "$out"/feeder/*.json | head -1)
+echo "== the first card, served again and read through the reader as a terminal would"
+sscard serve --image "$first" &
+serve_pid=$!
+for _ in $(seq 100); do sscard readers 2>/dev/null | grep -q "^$reader: card" && break; sleep 0.2; done
+sscard read --reader "$reader"
+opensc-tool -r "$reader" -s 00A404000F7378312E73682EC9E7BBE1B1A3D5CF -s 00B2072C00
