@@ -137,9 +137,10 @@ def image() -> None:
 @click.option("--blank", is_flag=True, help="A factory-blank chip of the profile's COS (MF, factory key 00 = FF…FF).")
 @click.option("--activate", is_flag=True, help="Also activate the card (as the bank counter does).")
 @click.option("--serial", help="The chip's 8-byte serial (hex), the ATR's last bytes; default: derived from PATH.")
+@click.option("--fault", "faults", multiple=True, help="A deliberate defect (QA): pin-counter-stuck, read-rights-ignored.")
 @click.option("--force", is_flag=True, help="Overwrite an existing image.")
 def image_new(path: str, profile: str | None, keys_path: str | None, blank: bool, activate: bool,
-              serial: str | None, force: bool) -> None:
+              serial: str | None, faults: tuple[str, ...], force: bool) -> None:
     """Write a new card image: the profile's card personalized for a sample cardholder."""
     from personalize import cardholders, lifecycle, virtual
     from personalize.script import ScriptError
@@ -170,6 +171,13 @@ def image_new(path: str, profile: str | None, keys_path: str | None, blank: bool
             lifecycle.perform(InProcess(card), lifecycle.life_script("activate", prof, virtual.factor(card.atr)), keys)
     except ScriptError as e:
         _fail(f"making the card: {e}")
+    if faults:
+        from dataclasses import replace as _replace
+        from cardos.card import Card
+        try:
+            card = Card(card.store, _replace(card.config, faults=frozenset(faults)))
+        except ValueError as e:
+            _fail(f"--fault: {e}")
     card_image.save(card, path)
     note = "" if keys_path else " (published demo keys: never for real cards)"
     click.echo(f"{path}: {prof.name} card of {holder['name']} {holder['card_number']}, "
@@ -565,6 +573,52 @@ def perso_script_cmd(phase, profile, csv_path, line, atr, keys_path, reveal, out
         click.echo(f"{output}: {len(script)} steps", err=True)
     else:
         click.echo(text, nl=False)
+
+
+@main.command()
+@with_card
+@click.option("--profile", default=None, help="The card's profile (default: default).")
+@click.option("--keys", "keys_path", type=click.Path(dir_okay=False), help="Issuer key file (cases that need keys).")
+@click.option("--destructive", is_flag=True, help="Also run cases that lock PINs or block the card.")
+@click.option("--only", multiple=True, help="Run only cases whose id starts with this (e.g. PIN, ITEM-06).")
+@click.option("--junit", type=click.Path(dir_okay=False), help="Write JUnit XML here.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Write an HTML report here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of a table.")
+def conformance(image_path, reader, profile, keys_path, destructive, only, junit, html_path, as_json):
+    """Run the conformance suite against a card; exit 1 when a case fails.
+
+    With --image the suite works on a copy in memory: the image file is left as it was.
+    """
+    from conformance import runner
+    from reader_bridge.transport import InProcess
+    prof = _profile(profile)
+    provider = _keys(keys_path, required=False)
+    if bool(image_path) == bool(reader):
+        _fail("name the card with exactly one of --image FILE or --reader NAME")
+    if image_path:
+        t = InProcess(_load_image(image_path), name=image_path)
+    else:
+        from reader_bridge.pcsc import PcscTransport
+        from reader_bridge.transport import TransportError
+        try:
+            t = PcscTransport(reader)
+        except TransportError as e:
+            _fail(str(e))
+    try:
+        outcomes = runner.run(t, prof, provider, destructive, only=only)
+        card = {"target": image_path or reader, "atr": t.atr().hex().upper(), "profile": prof.name,
+                "profile_digest": prof.digest, "keys": bool(provider), "destructive": destructive,
+                "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    finally:
+        t.close()
+    if junit:
+        Path(junit).write_bytes(runner.junit(outcomes, f"{prof.name} {card['atr']}"))
+    if html_path:
+        Path(html_path).write_text(runner.as_html(outcomes, card), encoding="utf-8")
+    click.echo(runner.as_json(outcomes, card) if as_json else runner.table(outcomes))
+    s = runner.summary(outcomes)
+    if s["fail"] or s["error"]:
+        sys.exit(1)
 
 
 @main.group()

@@ -16,6 +16,12 @@ from .filesystem import MF, AppState, FileSystem, Path
 from .nvm import PowerLoss, Store
 from .sw import CardError
 
+# Deliberate defects QA can switch on to prove its conformance suite catches them.
+FAULTS = {
+    "pin-counter-stuck": "a wrong PIN does not decrement the try counter",
+    "read-rights-ignored": "every file reads without its access condition",
+}
+
 # 3B 6D 00 00 + 13 historical bytes: the shape of real social security card ATRs (spec §3).
 DEFAULT_ATR = bytes.fromhex("3B6D0000008C544CB386844116018593CA")
 
@@ -30,6 +36,7 @@ class CosConfig:
     wrong_mac_sw: int = sw.MAC_WRONG
     key_algorithm: Algorithm = Algorithm.TDES
     applets: tuple[str, ...] = ()
+    faults: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if not 1024 <= self.capacity <= 0xFFFF + 11:
@@ -38,6 +45,9 @@ class CosConfig:
             raise ValueError("ATR must be 2..33 bytes starting 3B or 3F")
         if self.wrong_mac_sw not in (sw.MAC_WRONG, sw.FMCOS_MAC_WRONG):
             raise ValueError("wrong-MAC status word must be 6988 or 9302")
+        unknown = set(self.faults) - set(FAULTS)
+        if unknown:
+            raise ValueError(f"unknown fault mode(s) {', '.join(sorted(unknown))}; known: {', '.join(FAULTS)}")
 
 
 @dataclass
@@ -213,6 +223,8 @@ class Card:
 
     def require(self, right: int, what: str = "") -> None:
         """Raise 6982 unless the current security state admits the access byte."""
+        if what == "read" and "read-rights-ignored" in self.config.faults:
+            return
         if not self.security.permits(right):
             raise CardError(sw.SECURITY_NOT_SATISFIED, what)
 
@@ -257,6 +269,8 @@ class Card:
                 raise CardError(fail_sw or sw.SECURITY_NOT_SATISFIED)
             return
         left = key.tries_left - 1
+        if key.base == 0x3A and "pin-counter-stuck" in self.config.faults:
+            left = key.tries_left
         self.fs.put_key(df, key.with_tries(left))
         self.store.commit()
         if not ok:

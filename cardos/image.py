@@ -95,7 +95,8 @@ def to_document(card: Card) -> dict:
         "secrets": SECRETS_NOTE,
         "config": {"capacity": cfg.capacity, "atr": cfg.atr.hex().upper(),
                    "t0_get_response": cfg.t0_get_response, "wrong_mac_sw": f"{cfg.wrong_mac_sw:04X}",
-                   "key_algorithm": cfg.key_algorithm.value, "applets": list(cfg.applets)},
+                   "key_algorithm": cfg.key_algorithm.value, "applets": list(cfg.applets),
+                   "faults": sorted(cfg.faults)},
         "eeprom_used": card.fs.used(),
         "entries": entries,
         "commit_buffer": {"committed": store.committed, "entries": buffer},
@@ -142,7 +143,8 @@ def from_document(doc: dict, where: str = "image") -> Card:
                            t0_get_response=bool(c["t0_get_response"]),
                            wrong_mac_sw=int(c["wrong_mac_sw"], 16),
                            key_algorithm=Algorithm(c["key_algorithm"]),
-                           applets=tuple(str(a) for a in c.get("applets", ())))
+                           applets=tuple(str(a) for a in c.get("applets", ())),
+                           faults=frozenset(str(f) for f in c.get("faults", ())))
     except (KeyError, TypeError, ValueError) as e:
         raise ImageError(f"{where}: config: {e}") from None
     data = {}

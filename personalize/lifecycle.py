@@ -75,7 +75,16 @@ def accounts(profile: Profile, which: str = "both") -> list[Account]:
     return out
 
 
+REASON_BYTES = 32
+
+
 def _life(acct: Account, factor: bytes, state: str, reason: str, today: dt.date) -> list[ScriptItem]:
+    try:
+        size = len(reason.encode("gbk"))
+    except UnicodeEncodeError:
+        raise LifeError("the reason must be GBK text") from None
+    if size > REASON_BYTES:
+        raise LifeError(f"the reason takes {size} GBK bytes; the life record holds {REASON_BYTES}")
     lk = acct.key(KEY_MAINTENANCE, factor)
     p2 = (LIFE_SFI << 3) | 0x04
     rec = [(LIFE_TAG, encode("an", 1, state)), (DATE_TAG, encode("cn", 4, today.strftime("%Y%m%d"))),

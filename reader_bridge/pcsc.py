@@ -121,6 +121,9 @@ class PcscTransport:
     def transmit(self, apdu: bytes) -> bytes:
         return complete(self._raw, apdu)
 
+    def transmit_raw(self, apdu: bytes) -> bytes:
+        return self._raw(apdu)
+
     def atr(self) -> bytes:
         hresult, _, _, _, atr = scard.SCardStatus(self._card)
         _check(hresult, f"{self.name}: SCardStatus")

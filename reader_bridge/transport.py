@@ -18,6 +18,9 @@ class Transport(Protocol):
     def transmit(self, apdu: bytes) -> bytes:
         """Send one command; return data ‖ SW with 61xx and 6Cxx already followed."""
 
+    def transmit_raw(self, apdu: bytes) -> bytes:
+        """Send one command; return the card's answer exactly as it came (conformance needs it)."""
+
     def atr(self) -> bytes: ...
 
     def reset(self) -> bytes:
@@ -62,6 +65,9 @@ class InProcess:
 
     def transmit(self, apdu: bytes) -> bytes:
         return complete(self.card.transmit, apdu)
+
+    def transmit_raw(self, apdu: bytes) -> bytes:
+        return self.card.transmit(apdu)
 
     def atr(self) -> bytes:
         return self.card.atr

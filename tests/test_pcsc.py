@@ -176,3 +176,20 @@ def test_a_batch_of_200_blank_cards_through_two_readers(tmp_path):
     assert numbers == {h["card_number"] for h in holders}
     from personalize.audit import verify
     assert verify(opts.audit)[1] == []
+
+
+def test_the_conformance_suite_passes_through_pcscd(tmp_path):
+    from conformance import runner
+    path, atr = _image(tmp_path)
+    served = Served(path)
+    try:
+        wait_for_card(READERS[0], atr)
+        t = PcscTransport(READERS[0])
+        try:
+            out = runner.run(t, prof(), keys(), destructive=True)
+        finally:
+            t.close()
+    finally:
+        served.stop()
+    bad = [(o.id, o.message) for o in out if o.status in ("fail", "error")]
+    assert bad == [] and len(out) > 50

@@ -1,0 +1,83 @@
+"""The conformance suite: passes on the simulator, fails on a broken card, reports that parse."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from junitparser import JUnitXml
+
+from cardos import image
+from cardos.card import Card
+from cli import main
+from conformance import runner
+from reader_bridge.transport import InProcess
+from tests.ss import card, keys, prof
+
+PASS = {"SSCARD_KEYS_PASSPHRASE": "conformance"}
+
+
+@pytest.mark.parametrize("name", ["default", "sm4-3.00", "ss-1.00"])
+def test_the_whole_suite_passes_on_the_simulator(name):
+    out = runner.run(InProcess(card(name)), prof(name), keys(name), destructive=True)
+    bad = [(o.id, o.message) for o in out if o.status in ("fail", "error")]
+    assert bad == []
+    assert len(out) > 50 and sum(o.status == "pass" for o in out) >= len(out) - 1
+
+
+def test_without_keys_or_destructive_the_cases_that_need_them_skip_and_nothing_is_locked():
+    c = card()
+    out = {o.id: o for o in runner.run(InProcess(c), prof(), None, destructive=False)}
+    assert out["PIN-02"].status == "skip" and "destructive" in out["PIN-02"].message
+    assert out["AUTH-01"].status == "skip" and "--keys" in out["AUTH-01"].message
+    assert out["SEL-02"].status == "pass" and out["ITEM-0608"].status == "pass"
+    assert not any(o.status in ("fail", "error") for o in out.values())
+    c.power_on()
+    assert c.transmit(bytes.fromhex("00A40000023F00"))[-2:] == b"\x90\x00"
+
+
+@pytest.mark.parametrize("fault, failing", [
+    ("pin-counter-stuck", {"PIN-01"}),
+    ("read-rights-ignored", {"ACC-01", "ACC-02"}),
+])
+def test_a_broken_card_fails_the_matching_cases_with_a_clear_message(fault, failing):
+    from dataclasses import replace
+    good = card()
+    broken = Card(good.store, replace(good.config, faults=frozenset({fault})))
+    out = {o.id: o for o in runner.run(InProcess(broken), prof(), keys(), destructive=False)}
+    failed = {i for i, o in out.items() if o.status == "fail"}
+    assert failing <= failed, (failed, {i: out[i].message for i in failing})
+    if fault == "pin-counter-stuck":
+        assert "expected 63C5" in out["PIN-01"].message and "answered 63C6" in out["PIN-01"].message
+    else:
+        assert "expected 6982, card answered 9000" in out["ACC-01"].message
+    assert out["PIN-01"].exchanges and all("123456" not in x and "999999" not in x for x in out["PIN-01"].exchanges)
+
+
+def test_cli_reports_junit_json_html(tmp_path):
+    img, keyfile = tmp_path / "card.json", tmp_path / "keys.json"
+    r = CliRunner()
+    assert r.invoke(main, ["keys", "new", str(keyfile), "--demo"], env=PASS).exit_code == 0
+    assert r.invoke(main, ["image", "new", str(img), "--keys", str(keyfile), "--fault", "pin-counter-stuck"],
+                    env=PASS).exit_code == 0
+    before = img.read_bytes()
+    res = r.invoke(main, ["conformance", "--image", str(img), "--keys", str(keyfile), "--junit",
+                          str(tmp_path / "out.xml"), "--html", str(tmp_path / "out.html")], env=PASS)
+    assert res.exit_code == 1 and "PIN-01     FAIL" in res.output
+    assert "-> " in res.output and "<3 bytes PIN redacted>" in res.output
+    assert img.read_bytes() == before                          # the suite ran on a copy
+    xml = JUnitXml.fromfile(str(tmp_path / "out.xml"))
+    cases = [c for s in xml for c in s]
+    assert len(cases) > 50
+    pin01 = next(c for c in cases if c.name.startswith("PIN-01"))
+    assert pin01.classname == "spec §1, §4" and not pin01.is_passed and pin01.result[0].message
+    assert any(c.classname.startswith("spec §2") for c in cases)
+    assert "<table>" in (tmp_path / "out.html").read_text()
+    data = json.loads(r.invoke(main, ["conformance", "--image", str(img), "--json", "--only", "SEL"], env=PASS).output)
+    assert data["summary"]["pass"] == 6 and data["card"]["profile"] == "ss-2.00-3des"
+
+
+def test_conformance_on_a_saved_healthy_card_exits_zero(tmp_path):
+    path = tmp_path / "card.json"
+    image.save(card(), path)
+    res = CliRunner().invoke(main, ["conformance", "--image", str(path)])
+    assert res.exit_code == 0, res.output
