@@ -670,12 +670,14 @@ def serve(images, hopper, port, host, slots, verbose):
         _fail(f"--slots {slots} but {len(images)} image(s) given: give one --image per slot")
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(message)s")
+    from reader_bridge.persist import ImageSaver
+
     stop = threading.Event()
     links = []
     for n, path in enumerate(images):
         card = _load_image(path)
         card.power_on()
-        links.append(VpcdLink(card, host, port + n, on_change=lambda c, p=path: card_image.save(c, p), stop=stop))
+        links.append(VpcdLink(card, host, port + n, on_change=ImageSaver(path, card), stop=stop))
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     threads = [link.start() for link in links]
@@ -684,6 +686,8 @@ def serve(images, hopper, port, host, slots, verbose):
                    err=True)
     while not stop.wait(0.5):
         pass
+    for link in links:
+        link.shutdown()
     for t in threads:
         t.join(timeout=5)
     for path, link in zip(images, links):
@@ -700,11 +704,14 @@ def _serve_hopper(images, host, port, verbose):
 
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(message)s")
+    from reader_bridge.persist import ImageSaver
+
     queue = list(images)
     state = {"path": queue.pop(0)}
     first = _load_image(state["path"])
     first.power_on()
     state["commits"] = first.store.commits
+    saver = ImageSaver(state["path"], first)
 
     def next_card(card):
         if card.store.commits == state["commits"]:
@@ -717,17 +724,18 @@ def _serve_hopper(images, host, port, verbose):
         following = _load_image(state["path"])
         following.power_on()
         state["commits"] = following.store.commits
+        saver.retarget(state["path"], following)
         return following
 
     stop = threading.Event()
-    link = VpcdLink(first, host, port, on_change=lambda c: card_image.save(c, state["path"]), stop=stop,
-                    next_card=next_card)
+    link = VpcdLink(first, host, port, on_change=saver, stop=stop, next_card=next_card)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     thread = link.start()
     click.echo(f"serving a hopper of {len(images)} cards on {host}:{port}", err=True)
     while not stop.wait(0.5):
         pass
+    link.shutdown()
     thread.join(timeout=5)
     if link.card is not None:
         card_image.save(link.card, state["path"])

@@ -209,11 +209,7 @@ class Card:
 
     def app_state(self, df: Path | None = None) -> AppState:
         """The worst life state of df (default: the current DF) and the DFs above it."""
-        path = df or self.session.current_df
-        worst = AppState.ACTIVE
-        for i in range(2, len(path) + 1):
-            worst = max(worst, self.fs.app_state(path[:i]))
-        return worst
+        return self.fs.worst_state(df or self.session.current_df)
 
     # -- services for handlers ------------------------------------------------------------
     @property

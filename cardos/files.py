@@ -8,7 +8,7 @@ cyclic files 8 + count × (record length + 1).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import construct as c
@@ -319,10 +319,17 @@ class KeyRecord:
         return len(self.value) + 8
 
     def with_tries(self, left: int) -> KeyRecord:
-        return replace(self, tries_left=max(0, min(left, self.max_tries)))
+        return self._evolve(tries_left=max(0, min(left, self.max_tries)))
 
     def with_value(self, value: bytes) -> KeyRecord:
-        return replace(self, value=value)
+        return self._evolve(value=value)
+
+    def _evolve(self, **changes) -> KeyRecord:
+        # dataclasses.replace re-runs the frozen __init__; a PIN try does this twice, so copy the fields.
+        new = object.__new__(KeyRecord)
+        new.__dict__.update(self.__dict__)
+        new.__dict__.update(changes)
+        return new
 
     def write_data(self) -> bytes:
         """The WRITE KEY data that loads this record (spec §3b formats)."""

@@ -37,7 +37,9 @@ class FileSystem:
         self._local_gen = 0
         self._seen = (-1, -1)
         self._children: dict[Path, dict[int, Path]] = {}
+        self._sfis: dict[Path, dict[int, Path]] = {}
         self._names: list[tuple[bytes, Path]] = []
+        self._blocked: dict[Path, AppState] = {}
 
     # -- index --------------------------------------------------------------------------
     def _index(self) -> None:
@@ -45,8 +47,12 @@ class FileSystem:
         if gen == self._seen:
             return
         children: dict[Path, dict[int, Path]] = {}
+        sfis: dict[Path, dict[int, Path]] = {}
         names: list[tuple[bytes, Path]] = []
+        blocked: dict[Path, AppState] = {}
         for key, spec in self.store.items():
+            if key[0] == "A" and spec:
+                blocked[key[1]] = AppState(spec)
             if key[0] != "H":
                 continue
             path = key[1]
@@ -54,8 +60,13 @@ class FileSystem:
                 children.setdefault(path[:-1], {})[path[-1]] = path
             if isinstance(spec, DedicatedFile) and spec.name:
                 names.append((spec.name, path))
+        for df, kids in children.items():
+            for fid in sorted(kids, reverse=True):
+                if isinstance(self.store.get(("H", kids[fid])), ElementaryFile):
+                    sfis.setdefault(df, {})[fid & 0x1F] = kids[fid]
         names.sort(key=lambda item: len(item[1]))
-        self._children, self._names, self._seen = children, names, gen
+        self._children, self._sfis, self._names, self._blocked = children, sfis, names, blocked
+        self._seen = gen
 
     def _touch(self) -> None:
         self._local_gen += 1
@@ -75,11 +86,9 @@ class FileSystem:
         return self.children(df).get(fid)
 
     def ef_by_sfi(self, df: Path, sfi: int) -> Path | None:
-        """The working EF of df whose SFI is sfi."""
-        for fid, path in sorted(self.children(df).items()):
-            if (fid & 0x1F) == sfi and isinstance(self.spec(path), ElementaryFile):
-                return path
-        return None
+        """The working EF of df whose SFI is sfi (the lowest FID, should two share it)."""
+        self._index()
+        return self._sfis.get(df, {}).get(sfi)
 
     def df_by_name(self, name: bytes, near: Path) -> Path | None:
         """A DF by name: exact match first, nearest to `near` first, then a right-truncated match."""
@@ -190,6 +199,15 @@ class FileSystem:
 
     def set_app_state(self, df: Path, state: AppState) -> None:
         self.store.put(("A", df), int(state))
+        self._touch()
+
+    def worst_state(self, path: Path) -> AppState:
+        """The worst life state of path and the DFs above it (below the MF)."""
+        self._index()
+        if not self._blocked:
+            return AppState.ACTIVE
+        return max((s for df, s in self._blocked.items() if path[: len(df)] == df and len(df) > 1),
+                   default=AppState.ACTIVE)
 
 
 def _under(path: Path, top: Path) -> bool:

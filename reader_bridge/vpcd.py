@@ -37,39 +37,37 @@ class VpcdLink:
 
     def __init__(self, card: Card, host: str = "127.0.0.1", port: int = DEFAULT_PORT,
                  on_change: Callable[[Card], None] | None = None, stop: threading.Event | None = None,
-                 poll: float = 0.25, next_card: Callable[[Card], Card | None] | None = None) -> None:
+                 next_card: Callable[[Card], Card | None] | None = None) -> None:
         self.card = card
         self.next_card = next_card
         self.host, self.port = host, port
         self.on_change = on_change
         self.stop = stop or threading.Event()
-        self.poll = poll
         self.connected = threading.Event()
         self.apdus = 0
+        self._sock: socket.socket | None = None
 
     # -- framing ----------------------------------------------------------------------------
-    def _read_exactly(self, sock: socket.socket, n: int) -> bytes:
-        buf = bytearray()
+    def _fill(self, sock: socket.socket, buf: bytearray, n: int) -> None:
+        """Read until buf holds n bytes; one recv usually brings a whole frame."""
         while len(buf) < n:
             if _QUICKACK is not None:
                 # vpcd writes a frame's length and payload separately; with Nagle on its side and
                 # delayed ACKs on ours each APDU would stall ~40 ms. Linux clears QUICKACK after
                 # every receive, so it is set again each time.
                 sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
-            try:
-                chunk = sock.recv(n - len(buf))
-            except socket.timeout:
-                if self.stop.is_set():
-                    raise LinkClosed("stopping") from None
-                continue
+            chunk = sock.recv(65536)
             if not chunk:
-                raise LinkClosed("vpcd closed the connection")
+                raise LinkClosed("stopping" if self.stop.is_set() else "vpcd closed the connection")
             buf += chunk
-        return bytes(buf)
 
-    def _receive(self, sock: socket.socket) -> bytes:
-        (length,) = struct.unpack(">H", self._read_exactly(sock, 2))
-        return self._read_exactly(sock, length)
+    def _receive(self, sock: socket.socket, buf: bytearray) -> bytes:
+        self._fill(sock, buf, 2)
+        length = (buf[0] << 8) | buf[1]
+        self._fill(sock, buf, 2 + length)
+        msg = bytes(buf[2 : 2 + length])
+        del buf[: 2 + length]
+        return msg
 
     @staticmethod
     def _send(sock: socket.socket, payload: bytes) -> None:
@@ -116,13 +114,15 @@ class VpcdLink:
                 delay = min(delay * 2, 1.0)
                 continue
             delay = 0.1
-            sock.settimeout(self.poll)
+            sock.settimeout(None)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self._sock = sock
             self.connected.set()
             log.info("port %d: connected to vpcd", self.port)
+            buf = bytearray()
             try:
                 while not self.stop.is_set():
-                    answer = self.handle(self._receive(sock))
+                    answer = self.handle(self._receive(sock, buf))
                     if answer is not None:
                         self._send(sock, answer)
             except CardSwap:
@@ -142,6 +142,16 @@ class VpcdLink:
                 return
             # Give pcscd time to poll the empty slot, so it reads the next card's ATR afresh.
             self.stop.wait(0.6 if self.next_card else 0.05)
+
+    def shutdown(self) -> None:
+        """Stop serving: wake the blocked read by shutting the connection down."""
+        self.stop.set()
+        sock = self._sock
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def start(self) -> threading.Thread:
         t = threading.Thread(target=self.serve, name=f"vpcd:{self.port}", daemon=True)

@@ -1,0 +1,130 @@
+"""Through PC/SC: pyscard → pcscd → vpcd → our card, against an echo card on the same path, in
+the same session, alternated; then personalization through PC/SC with the card feeder.
+
+Targets: our card ≥ 90 % of the echo card's APDU rate; one card personalized < 300 ms.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import ROOT, alternate, fmt, machine, stats, verdict
+
+
+def _start(args, ready: str) -> subprocess.Popen:
+    p = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                         env=dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(ROOT)))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        line = p.stdout.readline()
+        if ready in line:
+            return p
+        if p.poll() is not None:
+            break
+    raise RuntimeError(f"{args[2:]} did not start")
+
+
+def _wait_card(reader: str, atr: bytes | None = None, timeout: float = 20) -> bytes:
+    from reader_bridge.pcsc import list_readers
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for r in list_readers():
+            if r.name == reader and r.present and (atr is None or r.atr != atr):
+                return r.atr
+        time.sleep(0.05)
+    raise RuntimeError(f"{reader}: no card")
+
+
+def main() -> None:
+    from cardos import image
+    from personalize import cardholders, compile, lifecycle, virtual
+    from personalize.script import run
+    from personalize.verify import verify_card
+    from reader_bridge.pcsc import PcscTransport
+    from reader_bridge.transport import InProcess
+    from tests.ss import card, factor, keys, prof
+
+    started_pcscd = subprocess.run(["bash", str(ROOT / "scripts/pcsc.sh"), "start"], capture_output=True,
+                                   text=True).returncode == 0
+    tmp = Path(tempfile.mkdtemp(prefix="sscard-bench-"))
+    procs = []
+    try:
+        ours = card()
+        lifecycle.perform(InProcess(ours), lifecycle.life_script("activate", prof(), factor(ours)), keys())
+        image.save(ours, tmp / "card.json")
+        procs.append(_start([sys.executable, "-m", "cli", "serve", "--image", str(tmp / "card.json")], "serving"))
+        procs.append(_start([sys.executable, str(ROOT / "bench/echo_card.py"), "35964"], "echo card serving"))
+        _wait_card("Virtual PCD 00 00")
+        _wait_card("Virtual PCD 00 01")
+        t_ours, t_echo = PcscTransport("Virtual PCD 00 00"), PcscTransport("Virtual PCD 00 01")
+        mix = [bytes.fromhex(h) for h in ("00A4040C0F7378312E73682EC9E7BBE1B1A3D5CF", "00B2013400", "00B2072C00",
+                                          "00B0950006", "0020000003123456")]
+        assert all(t_ours.transmit_raw(a)[-2:] == b"\x90\x00" for a in mix)
+
+        def run_on(t):
+            def go():
+                for a in mix:
+                    t.transmit_raw(a)
+                return len(mix)
+            return go
+        figures = alternate({"sscard": run_on(t_ours), "echo": run_on(t_echo)}, rounds=7, seconds=1.0)
+        t_ours.close()
+        t_echo.close()
+        share = stats(figures["sscard"])[0] / stats(figures["echo"])[0]
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+            p.wait(timeout=15)
+        procs.clear()
+
+        # Personalization through PC/SC: initialized chips fed one after another.
+        feeder = tmp / "feeder"
+        feeder.mkdir()
+        n = 12
+        for i in range(n):
+            chip = virtual.blank(prof(), virtual.chip_serial(f"bench:{i}"))
+            virtual.initialize(chip, prof(), keys())
+            image.save(chip, feeder / f"chip{i:02d}.json")
+        time.sleep(1.0)
+        procs.append(_start([sys.executable, "-m", "cli", "serve", "--hopper", str(feeder)], "serving"))
+        holders = cardholders.generate(n, seed=99)
+        per_card, t0, last = [], time.monotonic(), None
+        for h in holders:
+            atr = _wait_card("Virtual PCD 00 00", last)
+            c0 = time.perf_counter()
+            t = PcscTransport("Virtual PCD 00 00")
+            values = cardholders.values(h, prof(), atr[-8:])
+            run(t.transmit, compile.perso_script(prof(), values, atr[-8:]), keys())
+            t.reset()
+            verify_card(t, prof(), values, keys())
+            per_card.append(time.perf_counter() - c0)
+            t.close(unpower=True)
+            last = atr
+        overall = n / (time.monotonic() - t0)
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        if started_pcscd:
+            subprocess.run(["bash", str(ROOT / "scripts/pcsc.sh"), "stop"], capture_output=True)
+
+    med, lo, hi = stats([s * 1000 for s in per_card])
+    print(f"# through PC/SC: pyscard -> pcscd -> vpcd ({machine()})")
+    print(f"sscard serve, shared mix     {fmt(figures['sscard'], 'APDU/s')}")
+    print(f"echo card,    same APDUs     {fmt(figures['echo'], 'APDU/s')}")
+    print(f"sscard / echo                {share * 100:10.1f} %   target >= 90 %: {verdict(share >= 0.9)}")
+    print(f"one card personalized (keys, data, read-back) {med:8.1f} ms (min {lo:.1f}, max {hi:.1f})   "
+          f"target < 300 ms: {verdict(med < 300)}")
+    print(f"cards/s through the feeder, swaps included     {overall:8.2f} cards/s")
+
+
+if __name__ == "__main__":
+    main()
