@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -92,6 +93,7 @@ class UnknownApplet(LookupError):
     """A card names an applet no installed package provides."""
 
 
+@functools.lru_cache(maxsize=None)
 def applet_installer(name: str) -> Callable[[dict[int, Command]], None]:
     """The function that adds an applet's commands to a command table, found by entry point."""
     from importlib.metadata import entry_points

@@ -8,6 +8,7 @@ cyclic files 8 + count × (record length + 1).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -250,6 +251,12 @@ _EF_KINDS = {k.TYPE: k for k in (TransparentEF, VariableRecordEF, LinearFixedEF,
 
 def parse_create(fid: int, data: bytes) -> FileSpec:
     """Decode CREATE FILE data into the spec of the file it describes."""
+    return _parse_create(fid, bytes(data))
+
+
+# Specs are immutable, and loading images parses the same descriptions over and over.
+@functools.lru_cache(maxsize=4096)
+def _parse_create(fid: int, data: bytes) -> FileSpec:
     if not data:
         raise CardError(sw.WRONG_LENGTH, "CREATE FILE without data")
     t = data[0]

@@ -197,12 +197,27 @@ def _check_consistent(data: dict, where: str) -> None:
 
 # ---- files ------------------------------------------------------------------------------
 
+TMP_PREFIX = ".sscard-tmp."
+
+
+def remove_stale_temps(directory: str | os.PathLike, name: str = "") -> int:
+    """Delete temporaries a killed save left in directory (of one image, or all); return how many."""
+    n = 0
+    for p in FsPath(directory).glob(f"{TMP_PREFIX}{name}*.tmp"):
+        try:
+            p.unlink()
+            n += 1
+        except FileNotFoundError:
+            pass
+    return n
+
+
 def save(card: Card, path: str | os.PathLike) -> None:
     """Write the card image atomically: the old file stays whole until the new one is."""
     target = FsPath(path)
     text = json.dumps(to_document(card), indent=1, ensure_ascii=False) + "\n"
     directory = target.parent if str(target.parent) else FsPath(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{target.name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)

@@ -32,6 +32,7 @@ class Store:
         self.tear_at: int | None = None
         self.steps = 0
         self.commits = 0  # commits made through this object: whoever saves it knows when to
+        self.touched: set = set()  # keys commits wrote since a saver last cleared this
 
     # -- reading and staging ------------------------------------------------------------
     def get(self, key: Hashable, default: Any = None) -> Any:
@@ -69,6 +70,7 @@ class Store:
             return
         staged, self._pending = list(self._pending.items()), {}
         self.commits += 1
+        self.touched.update(k for k, _ in staged)
         for entry in staged:
             self._step()
             self.buffer.append(entry)

@@ -202,6 +202,8 @@ class _ImageWorker:
     def __init__(self, opts: Options, bid: str, journal: Journal, audit: AuditLog, rows: dict[int, dict]) -> None:
         self.opts, self.bid, self.journal, self.audit, self.rows = opts, bid, journal, audit, rows
         Path(opts.out_dir).mkdir(parents=True, exist_ok=True)
+        # A run killed while saving leaves its temporary behind; the image itself is whole.
+        card_image.remove_stale_temps(opts.out_dir)
 
     def make(self, c) -> bool:
         holder = self.rows[c.row]

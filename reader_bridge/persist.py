@@ -11,17 +11,24 @@ class ImageSaver:
     left the card as it was (a right PIN decrements and restores its counter, for one)."""
 
     def __init__(self, path: str, card: Card) -> None:
+        from pathlib import Path
+        card_image.remove_stale_temps(Path(path).parent or ".", Path(path).name)
+        card.store.touched = set()
         self.path = path
         self.saved = dict(card.store.data)
         self.writes = 0
 
     def __call__(self, card: Card) -> None:
-        if card.store.data == self.saved and not card.store.buffer:
+        store = card.store
+        touched, store.touched = store.touched, set()
+        missing = object()
+        if not store.buffer and all(store.data.get(k, missing) == self.saved.get(k, missing) for k in touched):
             return
         card_image.save(card, self.path)
-        self.saved = dict(card.store.data)
+        self.saved = dict(store.data)
         self.writes += 1
 
     def retarget(self, path: str, card: Card) -> None:
         """Follow the next card of a feeder."""
         self.path, self.saved = path, dict(card.store.data)
+        card.store.touched = set()

@@ -52,6 +52,15 @@ def test_failed_save_leaves_the_old_image_whole(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["c.json"]
 
 
+def test_stale_temporaries_of_a_killed_save_are_removed(tmp_path):
+    path = tmp_path / "c.json"
+    image.save(demo_card(), path)
+    (tmp_path / f"{image.TMP_PREFIX}c.json.abc123.tmp").write_text("{half")
+    (tmp_path / "unrelated.tmp").write_text("keep me")
+    assert image.remove_stale_temps(tmp_path, "c.json") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.json", "unrelated.tmp"]
+
+
 @pytest.mark.parametrize("mutate, message", [
     (lambda d: d.update(schema=99), "schema 99 is newer"),
     (lambda d: d.update(format="other"), "not an sscard card image"),
@@ -76,3 +85,18 @@ def test_truncated_file_is_refused(tmp_path):
     path.write_text(path.read_text()[:500])
     with pytest.raises(ImageError, match="not valid JSON"):
         image.load(path)
+
+
+def test_serve_saver_writes_only_when_a_command_changed_the_card(tmp_path):
+    from reader_bridge.persist import ImageSaver
+    card = demo_card()
+    path = tmp_path / "c.json"
+    image.save(card, path)
+    saver = ImageSaver(str(path), card)
+    select_demo(card)
+    ok(card, "0020000003123456")          # decrement then restore: the card ends as it began
+    saver(card)
+    assert saver.writes == 0
+    sw(card, "0020000003999999")          # a wrong PIN changes it
+    saver(card)
+    assert saver.writes == 1 and image.load(path).store.data == card.store.data

@@ -232,7 +232,7 @@ def test_sigkill_at_random_points_then_resume_gives_the_same_cards(tmp_path, key
     assert db.execute("SELECT COUNT(*), COUNT(DISTINCT card_number) FROM cards").fetchone() == (40, 40)
     n, problems = verify(tmp_path / "cards" / "perso-audit.jsonl")
     assert problems == []
-    assert not list((tmp_path / "cards").glob(".*.tmp"))
+    assert not list((tmp_path / "cards").glob(".sscard-tmp.*"))            # a killed save's leftovers are cleaned
 
 
 def _has_batch(folder: Path) -> bool:

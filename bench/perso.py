@@ -1,0 +1,78 @@
+"""Personalization speed: cards per second in-process (the whole production of a virtual card and
+each phase), and data preparation of 100k generated records on all cores.
+
+Targets: one card personalized in-process < 20 ms; 100k records prepared < 60 s on 2 cores.
+(Through PC/SC: bench/pcsc.py.)
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+
+from common import machine, verdict
+
+
+def main() -> None:
+    from personalize import batch, cardholders, compile, virtual
+    from personalize.script import run
+    from personalize.verify import verify_card
+    from reader_bridge.transport import InProcess
+    from tests.ss import keys, prof
+
+    p, k = prof(), keys()
+    holders = cardholders.generate(60, seed=5)
+    init_ms, perso_ms, verify_ms, whole_ms = [], [], [], []
+    for i, h in enumerate(holders):
+        t0 = time.perf_counter()
+        card = virtual.blank(p, virtual.chip_serial(f"perso-bench:{i}"))
+        run(InProcess(card).transmit, compile.init_script(p), k)
+        card.power_on()
+        t1 = time.perf_counter()
+        values = cardholders.values(h, p, card.atr[-8:])
+        run(InProcess(card).transmit, compile.perso_script(p, values, card.atr[-8:]), k)
+        card.power_on()
+        t2 = time.perf_counter()
+        verify_card(InProcess(card), p, values, k)
+        t3 = time.perf_counter()
+        init_ms.append((t1 - t0) * 1000)
+        perso_ms.append((t2 - t1) * 1000)
+        verify_ms.append((t3 - t2) * 1000)
+        whole_ms.append((t3 - t0) * 1000)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "holders.csv")
+        cardholders.write_csv(path, cardholders.generate(200, seed=6))
+        opts = batch.Options(p, k, path, os.path.join(tmp, "j.sqlite"), os.path.join(tmp, "a.jsonl"),
+                             os.path.join(tmp, "cards"))
+        t0 = time.perf_counter()
+        result = batch.run_batch(opts)
+        batch_rate = result.done / (time.perf_counter() - t0)
+
+        big = os.path.join(tmp, "100k.csv")
+        cardholders.write_csv(big, cardholders.generate(100_000, seed=7))
+        t0 = time.perf_counter()
+        rows = cardholders.read_csv(big)
+        problems = cardholders.check_all(rows, p)
+        prep_s = time.perf_counter() - t0
+    assert not problems
+
+    def line(label, ms):
+        med = statistics.median(ms)
+        return f"{label:44} {med:8.2f} ms (min {min(ms):.2f}, max {max(ms):.2f})"
+
+    print(f"# personalization ({machine()})")
+    print(line("initialization of a blank chip", init_ms))
+    print(line("personalization (keys, PINs, data)", perso_ms) +
+          f"   target < 20 ms: {verdict(statistics.median(perso_ms) < 20)}")
+    print(line("read-back of every written record", verify_ms))
+    print(line("the whole card: blank -> init -> perso -> verify", whole_ms))
+    print(f"{'batch of 200 into card images (journal, audit)':44} {batch_rate:8.1f} cards/s")
+    print(f"{'data preparation, 100k records, all cores':44} {prep_s:8.1f} s = {100_000 / prep_s:,.0f} records/s   "
+          f"target < 60 s: {verdict(prep_s < 60)}")
+
+
+if __name__ == "__main__":
+    main()
