@@ -168,49 +168,42 @@ class ElementaryFile(FileSpec):
 
 
 @dataclass(frozen=True)
-class TransparentEF(ElementaryFile):
-    """A binary EF of size bytes, zero-filled at creation."""
+class _SizedEF(ElementaryFile):
+    """An EF whose FMCOS description gives a size in bytes (binary and variable-record files)."""
 
     size: int = 0
-    KIND: ClassVar[str] = "binary"
-    TYPE: ClassVar[int] = TYPE_BINARY
-    RECORDS: ClassVar[bool] = False
 
     def cost(self) -> int:
         return 8 + self.size
-
-    def empty_body(self) -> bytes:
-        return bytes(self.size)
 
     def create_data(self) -> bytes:
         return _SIZED_EF.build(dict(type=self.type_byte, size=self.size, read=self.read_right,
                                     write=self.write_right, rfu=b"\xff", control=self.control))
 
     @classmethod
-    def parse(cls, fid: int, data: bytes) -> TransparentEF:
-        p = _parse(_SIZED_EF, data, "binary EF")
+    def parse(cls, fid: int, data: bytes):
+        p = _parse(_SIZED_EF, data, cls.KIND + " EF")
         return cls(fid, p.read, p.write, p.control, size=p.size, **cls._flags(p.type))
 
 
 @dataclass(frozen=True)
-class VariableRecordEF(ElementaryFile):
+class TransparentEF(_SizedEF):
+    """A binary EF of size bytes, zero-filled at creation."""
+
+    KIND: ClassVar[str] = "binary"
+    TYPE: ClassVar[int] = TYPE_BINARY
+    RECORDS: ClassVar[bool] = False
+
+    def empty_body(self) -> bytes:
+        return bytes(self.size)
+
+
+@dataclass(frozen=True)
+class VariableRecordEF(_SizedEF):
     """A variable-length (TLV) record EF: records tag ‖ len ‖ value within size bytes."""
 
-    size: int = 0
     KIND: ClassVar[str] = "variable records"
     TYPE: ClassVar[int] = TYPE_VARIABLE
-
-    def cost(self) -> int:
-        return 8 + self.size
-
-    def create_data(self) -> bytes:
-        return _SIZED_EF.build(dict(type=self.type_byte, size=self.size, read=self.read_right,
-                                    write=self.write_right, rfu=b"\xff", control=self.control))
-
-    @classmethod
-    def parse(cls, fid: int, data: bytes) -> VariableRecordEF:
-        p = _parse(_SIZED_EF, data, "variable-record EF")
-        return cls(fid, p.read, p.write, p.control, size=p.size, **cls._flags(p.type))
 
 
 @dataclass(frozen=True)
