@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -41,6 +42,25 @@ def wait_for_card(reader: str, atr: bytes | None, timeout: float = 20.0, present
     raise AssertionError(f"{reader}: card {'not ' if present else 'still '}present after {timeout:g} s; readers: {seen}")
 
 
+@contextlib.contextmanager
+def serving(path: Path, atr: bytes, reader: str = READERS[0]):
+    """`sscard serve` on an image, and a PC/SC connection to it; both closed afterwards."""
+    from reader_bridge.pcsc import PcscTransport
+    served = Served(path)
+    try:
+        wait_for_card(reader, atr)
+        t = PcscTransport(reader)
+        try:
+            yield t, served
+        finally:
+            try:
+                t.close()
+            except Exception:  # noqa: BLE001 - the card may have left with its server
+                pass
+    finally:
+        served.stop()
+
+
 class Served:
     """A running `sscard serve` process."""
 
@@ -68,7 +88,8 @@ class Served:
             self.err.append(line)
 
     def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str]:
-        self.proc.send_signal(sig)
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
         try:
             self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:

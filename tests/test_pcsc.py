@@ -9,7 +9,7 @@ from cardos import image
 from personalize import cardholders, virtual
 from personalize.readout import read_card
 from reader_bridge.pcsc import PcscTransport, list_readers
-from tests.pcsc_env import READERS, Served, start_pcscd, stop_pcscd, wait_for_card
+from tests.pcsc_env import READERS, Served, serving, start_pcscd, stop_pcscd, wait_for_card
 from tests.ss import SELECT_SSSE, keys, prof
 
 pytestmark = pytest.mark.pcsc
@@ -40,36 +40,40 @@ def _sw(t, hexapdu):
 
 def test_select_read_verify_and_power_cycle_persistence(tmp_path):
     path, atr = _image(tmp_path)
+    with serving(path, atr) as (t, served):
+        assert t.atr() == atr
+        assert _sw(t, SELECT_SSSE) == "9000"
+        r = read_card(t, prof())
+        assert r.full_name == "张小燕" and r.items["ssn"] == "330302199003071215"
+        assert _sw(t, SELECT_SSSE) == "9000"
+        assert _sw(t, "0020000003999999") == "63C5"
+        assert _sw(t, "0020000003999999") == "63C4"
+        t.close()
+        code, err = served.stop()
+        assert code == 0, err
+    assert image.load(path).fs.key((0x3F00, 0xDDF1), 0x3A, 0).tries_left == 4
+    with serving(path, atr) as (t, _):                      # power cycle: the counter stays where it was
+        assert _sw(t, SELECT_SSSE) == "9000"
+        assert _sw(t, "00200000") == "63C4"
+        assert _sw(t, "0020000003123456") == "9000"
+
+
+def test_serve_reconnects_when_pcscd_and_vpcd_restart(tmp_path):
+    path, atr = _image(tmp_path)
     served = Served(path)
     try:
         wait_for_card(READERS[0], atr)
-        t = PcscTransport(READERS[0])
-        try:
-            assert t.atr() == atr
-            assert _sw(t, SELECT_SSSE) == "9000"
-            r = read_card(t, prof())
-            assert r.full_name == "张小燕" and r.items["ssn"] == "330302199003071215"
-            assert _sw(t, SELECT_SSSE) == "9000"
-            assert _sw(t, "0020000003999999") == "63C5"
-            assert _sw(t, "0020000003999999") == "63C4"
-        finally:
-            t.close()
-    finally:
-        code, err = served.stop()
-    assert code == 0, err
-    assert image.load(path).fs.key((0x3F00, 0xDDF1), 0x3A, 0).tries_left == 4
-    served = Served(path)                                   # power cycle: the counter stays where it was
-    try:
-        wait_for_card(READERS[0], atr)
+        stop_pcscd()
+        start_pcscd()
+        wait_for_card(READERS[0], atr)                      # the same server found the new vpcd
         t = PcscTransport(READERS[0])
         try:
             assert _sw(t, SELECT_SSSE) == "9000"
-            assert _sw(t, "00200000") == "63C4"
-            assert _sw(t, "0020000003123456") == "9000"
         finally:
             t.close()
+        assert served.proc.poll() is None
     finally:
-        assert served.stop()[0] == 0
+        served.stop()
 
 
 def test_opensc_tool_and_pcsc_scan_see_the_card(tmp_path):
@@ -110,22 +114,12 @@ def test_two_slots_serve_two_cards(tmp_path):
 
 def test_sigkill_loses_at_most_the_command_in_flight(tmp_path):
     path, atr = _image(tmp_path)
-    served = Served(path)
-    try:
-        wait_for_card(READERS[0], atr)
-        t = PcscTransport(READERS[0])
-        try:
-            assert _sw(t, SELECT_SSSE) == "9000"
-            for _ in range(3):
-                assert _sw(t, "0020000003999999")[:3] == "63C"
-            served.stop(signal.SIGKILL)
-        finally:
-            try:
-                t.close()
-            except Exception:  # noqa: BLE001 - the card vanished with its server
-                pass
-    finally:
-        served.proc.kill()
+    with serving(path, atr) as (t, served):
+        assert _sw(t, SELECT_SSSE) == "9000"
+        for _ in range(3):
+            assert _sw(t, "0020000003999999")[:3] == "63C"
+        served.proc.send_signal(signal.SIGKILL)
+        served.proc.wait()
     card = image.load(path)                                   # loads: never half-written
     assert card.fs.key((0x3F00, 0xDDF1), 0x3A, 0).tries_left == 3
 
