@@ -681,7 +681,7 @@ def serve(images, hopper, port, host, slots, verbose):
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     threads = [link.start() for link in links]
-    for n, (path, link) in enumerate(zip(images, links)):
+    for n, path in enumerate(images):
         click.echo(f"serving {path} on {host}:{port + n} (reader 'Virtual PCD 00 {n:02X}' when vpcd runs there)",
                    err=True)
     while not stop.wait(0.5):

@@ -45,7 +45,7 @@ def gpo(card, cmd) -> bytes:
         raise CardError(sw.WRONG_DATA, "GPO data is the command template 83")
     df = card.session.current_df
     afl = b""
-    for fid, path in sorted(card.fs.children(df).items()):
+    for _fid, path in sorted(card.fs.children(df).items()):
         spec = card.fs.spec(path)
         if isinstance(spec, ElementaryFile) and spec.RECORDS and 1 <= spec.sfi <= 10:
             n = len(card.fs.body(path))

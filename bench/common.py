@@ -28,7 +28,7 @@ def rate(fn: Callable[[], int], seconds: float = 0.5) -> float:
 def alternate(contenders: dict[str, Callable[[], int]], rounds: int = 7, seconds: float = 0.5) -> dict[str, list[float]]:
     """Run each contender in turn, round after round, so drift hits all of them alike."""
     out: dict[str, list[float]] = {name: [] for name in contenders}
-    for name, fn in contenders.items():   # warm-up
+    for fn in contenders.values():   # warm-up
         rate(fn, 0.1)
     for _ in range(rounds):
         for name, fn in contenders.items():

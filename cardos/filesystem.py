@@ -188,9 +188,10 @@ class FileSystem:
     def erase(self, df: Path) -> None:
         """Remove every file, key and state under df; df itself stays."""
         for key, _ in list(self.store.items()):
-            if key[0] in ("H", "B", "A") and _under(key[1], df) and key[1] != df:
-                self.store.delete(key)
-            elif key[0] == "K" and _under(key[1], df):
+            if key[0] not in ("H", "B", "A", "K") or not _under(key[1], df):
+                continue
+            # The DF's own keys go with its key file; its own header and life state stay.
+            if key[0] == "K" or key[1] != df:
                 self.store.delete(key)
         self._touch()
 

@@ -144,7 +144,7 @@ def select_missing(ctx):
 @case("REC-01", "EF05 and EF06 read the same by record number and by tag", "spec §2, ISO 7816-4 §11.3")
 def records_both_ways(ctx):
     _maybe_open_personal(ctx)
-    for path, f, n, it in _items(ctx):
+    for _, f, n, it in _items(ctx):
         if f.spec.sfi not in (5, 6):
             continue
         by_number = ctx.expect(build(0x00, 0xB2, n, (f.spec.sfi << 3) | 4, le=0), 0x9000,

@@ -12,7 +12,6 @@ import logging
 import socket
 import struct
 import threading
-import time
 from collections.abc import Callable
 
 from cardos import redact

@@ -2,12 +2,11 @@
 
 from cardos import CosConfig
 from cardos import sw as SW
-from cardos.crypto import Algorithm
 from cardos.files import DedicatedFile, KeyFile, KeyRecord, TransparentEF
 from personalize import fmcos
-from personalize.demo import FACTORY_KEY_VALUE, blank_card
+from personalize.demo import blank_card
 from personalize.demo import demo_keys
-from personalize.keys import KeyRef, SoftwareKeys
+from personalize.keys import KeyRef
 from personalize.script import Authenticate, run
 from reader_bridge.transport import InProcess
 from tests.util import ok, sw

@@ -2,14 +2,13 @@
 
 from cardos import sw as SW
 from cardos.apdu import build
-from cardos.crypto import Algorithm
 from cardos.files import (KEY_EXTERNAL, KEY_MAINTENANCE, KEY_PIN, DedicatedFile, KeyFile, KeyRecord,
                           TransparentEF, VariableRecordEF)
 from cardos.tlv import simple_record
 from personalize import fmcos
 from personalize.demo import FACTORY_KEY_VALUE
 from personalize.demo import demo_keys
-from personalize.keys import KeyRef, SoftwareKeys
+from personalize.keys import KeyRef
 from personalize.script import Authenticate, run
 from reader_bridge.transport import InProcess
 from tests.util import authenticate, ok, sw

@@ -15,7 +15,7 @@ from personalize.demo import DEMO_KEYS, FACTORY_KEY_VALUE, blank_card
 from personalize.keys import KeyRef, SoftwareKeys
 from personalize.script import Authenticate, run
 from reader_bridge.transport import InProcess
-from tests.util import authenticate, challenge, ok, secured, select_demo, sw, tx
+from tests.util import authenticate, challenge, ok, secured, select_demo, sw
 
 
 @pytest.mark.parametrize("right, mf, df, expected", [

@@ -4,14 +4,12 @@ Not produced by the core: 6281 and 6581 (no command reports corrupted data or a 
 EEPROM; a torn write is finished or dropped at power-on instead).
 """
 
-import pytest
 
 from cardos import CosConfig
 from cardos import sw as SW
-from cardos.crypto import Algorithm
 from personalize import fmcos
 from personalize.demo import DEMO_KEYS, demo_card
-from tests.util import authenticate, challenge, ok, secured, select_demo, sw, tx
+from tests.util import authenticate, secured, select_demo, sw, tx
 
 
 def test_9000_and_inline_data(card):

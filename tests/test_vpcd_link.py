@@ -2,7 +2,6 @@
 
 import socket
 import struct
-import threading
 
 from reader_bridge.vpcd import VpcdLink
 from tests.ss import card
