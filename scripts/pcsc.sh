@@ -29,7 +29,8 @@ start)
     pcscd --foreground >"$logfile" 2>&1 &
     echo $! >"$pidfile"
     for _ in $(seq 150); do
-        if [[ -S /run/pcscd/pcscd.comm ]] && ss -ltn 2>/dev/null | grep -q ':35963 '; then
+        # vpcd listens on 35963 (0x8C7B) once pcscd has loaded it; state 0A is LISTEN.
+        if [[ -S /run/pcscd/pcscd.comm ]] && grep -qE '^ *[0-9]+: [0-9A-F]+:8C7B [0-9A-F]+:0000 0A' /proc/net/tcp /proc/net/tcp6 2>/dev/null; then
             echo "pcscd started (pid $(cat "$pidfile")), vpcd listening on 35963/35964"; exit 0
         fi
         kill -0 "$(cat "$pidfile")" 2>/dev/null || { echo "pcsc.sh: pcscd died:" >&2; cat "$logfile" >&2; exit 1; }
