@@ -79,19 +79,18 @@ def init_script(profile: Profile, erase: bool = True) -> list[ScriptItem]:
     out: list[ScriptItem] = [Authenticate(0x00, KeyRef(FACTORY_KEY), "authenticate with the factory key")]
     if erase:
         out.append(Step(fmcos.erase_df(), "erase the card"))
-    out += _init_df(profile.mf, (0x3F00,), top=True)
+    out += _init_df(profile.mf, (0x3F00,))
     return out
 
 
-def _init_df(df: DFDecl, path: tuple[int, ...], top: bool = False) -> list[ScriptItem]:
+def _init_df(df: DFDecl, path: tuple[int, ...]) -> list[ScriptItem]:
     out: list[ScriptItem] = []
     here = "/".join(f"{f:04X}" for f in path)
-    if df.key_file is not None:
-        out.append(Step(fmcos.create_file(df.key_file), f"{here}: key file"))
-        master = _master(df)
-        if master is not None:
-            out.append(KeyLoad(0x01, 0x00, _prefix(master), KeyRef(TRANSPORT_KEY), None,
-                               f"{here}: key 39/00 = transport key"))
+    out.append(Step(fmcos.create_file(df.key_file), f"{here}: key file"))
+    master = _master(df)
+    if master is not None:
+        out.append(KeyLoad(0x01, 0x00, _prefix(master), KeyRef(TRANSPORT_KEY), None,
+                           f"{here}: key 39/00 = transport key"))
     for f in df.files:
         out.append(Step(fmcos.create_file(f.spec), f"{here}/{f.spec.fid:04X}: create"))
         out += _initial_contents(f, here)
