@@ -270,20 +270,37 @@ def _run_readers(opts: Options, bid, journal: Journal, audit: AuditLog, rows, to
     lock = threading.Lock()
     errors: list[str] = []
 
+    in_flight = [0]
+
+    def take():
+        """The next cardholder; None once the queue is empty and no other worker may hand one back."""
+        while True:
+            with lock:
+                try:
+                    c = work.get_nowait()
+                    in_flight[0] += 1
+                    return c
+                except queue.Empty:
+                    if in_flight[0] == 0:
+                        return None
+            time.sleep(0.05)
+
     def worker(reader: str) -> None:
         from reader_bridge.pcsc import PcscTransport, list_readers
         from reader_bridge.transport import TransportError
         last_atr = None
         while not failures.stopped:
-            try:
-                c = work.get_nowait()
-            except queue.Empty:
+            c = take()
+            if c is None:
                 return
             try:
                 atr = _wait_for_new_card(reader, last_atr, seen_atrs, lock, opts.card_timeout, list_readers)
                 t = PcscTransport(reader, timeout=opts.card_timeout)
             except TransportError as e:
-                work.put(c)
+                # This reader has no card to give: another worker may still take the cardholder.
+                with lock:
+                    work.put(c)
+                    in_flight[0] -= 1
                 errors.append(f"{reader}: {e}")
                 return
             ok = False
@@ -318,6 +335,8 @@ def _run_readers(opts: Options, bid, journal: Journal, audit: AuditLog, rows, to
                     t.close(unpower=True)
                 except TransportError:
                     pass
+                with lock:
+                    in_flight[0] -= 1
             failures.count(ok, c.card_number)
             if progress:
                 progress(c.card_number, 1)
@@ -327,7 +346,7 @@ def _run_readers(opts: Options, bid, journal: Journal, audit: AuditLog, rows, to
         th.start()
     for th in threads:
         th.join()
-    if errors and not failures.stopped:
+    if errors and not failures.stopped and not work.empty():
         failures.stopped = "; ".join(errors)
     return made[0]
 

@@ -1,7 +1,9 @@
 """The simulated card behind real pcscd + vpcd, driven by pyscard, opensc-tool and pcsc_scan."""
 
+import json
 import signal
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -143,21 +145,24 @@ def test_a_batch_of_200_blank_cards_through_two_readers(tmp_path):
     csv_path = tmp_path / "holders.csv"
     cardholders.write_csv(str(csv_path), holders)
     hoppers = [tmp_path / "feeder0", tmp_path / "feeder1"]
-    for n, folder in enumerate(hoppers):
+    # Uneven stock on purpose: the second feeder runs dry first, its worker hands its cardholder
+    # back, and the first reader must finish the batch.
+    for n, (folder, stock) in enumerate(zip(hoppers, (120, 80))):
         folder.mkdir()
-        for i in range(100):
+        for i in range(stock):
             chip = virtual.blank(prof(), virtual.chip_serial(f"{tmp_path}:{n}:{i}"))
             image.save(chip, folder / f"chip{i:03d}.json")
     feeders = [Served(hopper=hoppers[0], port=35963), Served(hopper=hoppers[1], port=35964)]
     try:
         opts = batch.Options(prof(), keys(), str(csv_path), str(tmp_path / "journal.sqlite"),
-                             str(tmp_path / "audit.jsonl"), readers=READERS, init=True, card_timeout=20)
+                             str(tmp_path / "audit.jsonl"), readers=READERS, init=True, card_timeout=8)
         result = batch.run_batch(opts)
     finally:
         for f in feeders:
             f.proc.send_signal(signal.SIGTERM)
             f.proc.wait(timeout=15)
     assert (result.done, result.quarantined, result.pending) == (200, 0, 0), result.stopped
+    assert result.stopped is None
     numbers = set()
     for folder in hoppers:
         for path in sorted(folder.glob("*.json")):
@@ -170,6 +175,12 @@ def test_a_batch_of_200_blank_cards_through_two_readers(tmp_path):
     assert numbers == {h["card_number"] for h in holders}
     from personalize.audit import verify
     assert verify(opts.audit)[1] == []
+    per_reader = {}
+    for line in Path(opts.audit).read_text().splitlines():
+        event = json.loads(line)
+        if event["event"] == "card-done":
+            per_reader[event["reader"]] = per_reader.get(event["reader"], 0) + 1
+    assert per_reader == {READERS[0]: 120, READERS[1]: 80}        # each feeder emptied, none left over
 
 
 def test_the_conformance_suite_passes_through_pcscd(tmp_path):
