@@ -271,14 +271,6 @@ KEY_EXTERNAL, KEY_PIN = 0x39, 0x3A
 KEY_UPDATE_MAC, KEY_UPDATE_ENC = 0x40, 0x80
 _COUNTED = {KEY_MAINTENANCE, KEY_PIN_UNBLOCK, KEY_PIN_RELOAD, KEY_EXTERNAL, KEY_PIN}
 
-KEY_TYPE_NAMES = {
-    KEY_DES_ENC: "encryption", KEY_DES_DEC: "decryption", KEY_DES_MAC: "MAC",
-    KEY_INTERNAL: "internal authentication", KEY_MAINTENANCE: "line protection/maintenance",
-    KEY_PIN_UNBLOCK: "PIN unblock", KEY_PIN_RELOAD: "PIN reload",
-    KEY_EXTERNAL: "external authentication", KEY_PIN: "PIN",
-}
-
-
 @dataclass(frozen=True)
 class KeyRecord:
     """One key or PIN of a key file, as WRITE KEY loads it; the value never leaves the card."""
@@ -388,5 +380,3 @@ def pin_digits(value: bytes) -> str | None:
     if not digits or not digits.isdigit():
         return None
     return digits
-
-

@@ -119,9 +119,6 @@ class Store:
         self.steps = 0
         self.tear_at = step
 
-    def disarm(self) -> None:
-        self.tear_at = None
-
     @staticmethod
     def is_deleted(value: Any) -> bool:
         return value is DELETED

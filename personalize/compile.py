@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from applets.encoding import encode
 from cardos.apdu import build
 from cardos.crypto import ALGORITHM_IDS
-from cardos.files import KEY_EXTERNAL, KEY_INTERNAL, KEY_PIN, KeyRecord, TransparentEF
+from cardos.files import KEY_EXTERNAL, KEY_INTERNAL, KEY_PIN, KeyRecord
 from cardos.tlv import simple_record, tlv
 
 from . import fmcos
@@ -230,10 +230,3 @@ def _key_for(profile: Profile, path: tuple[int, ...], key_id: int) -> KeyDecl:
                     if k.type == KEY_EXTERNAL and k.id == key_id:
                         return k
     raise DataError(f"no external key {key_id:02X} above {path}")
-
-
-def binary_contents(profile: Profile) -> dict[tuple[int, ...], bytes]:
-    """Binary files whose contents the profile fixes (for read-back checks)."""
-    return {p + (f.spec.fid,): bytes.fromhex(f.contents.replace(" ", "")).ljust(f.spec.size, b"\0")
-            for p, df in profile.walk() for f in df.files
-            if isinstance(f.spec, TransparentEF) and f.contents is not None}

@@ -23,10 +23,6 @@ def select_fid(fid: int) -> bytes:
     return build(0x00, 0xA4, 0x00, 0x00, fid.to_bytes(2, "big"))
 
 
-def select_name(name: bytes) -> bytes:
-    return build(0x00, 0xA4, 0x04, 0x00, name)
-
-
 def create_file(spec: FileSpec) -> bytes:
     """CREATE FILE 80 E0 FID with the spec's FMCOS description."""
     return build(0x80, 0xE0, spec.fid >> 8, spec.fid & 0xFF, spec.create_data())
