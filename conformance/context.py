@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from cardos import redact
 from cardos.apdu import build, split_response
 from personalize.compile import card_key
+from personalize.fmcos import select_path
 from personalize.keys import KeyProvider
 from personalize.profile import DFDecl, Profile
 
@@ -89,10 +90,10 @@ class Context:
         return self.profile.role(role)
 
     def select_path(self, path: tuple[int, ...], *ok: int) -> None:
-        self.expect(build(0x00, 0xA4, 0x00, 0x00, b"\x3f\x00"), 0x9000, note="select MF")
-        for fid in path[1:]:
-            self.expect(build(0x00, 0xA4, 0x00, 0x00, fid.to_bytes(2, "big")), *(ok or (0x9000,)),
-                        note=f"select {fid:04X}")
+        apdus = select_path(path)
+        self.expect(apdus[0], 0x9000, note="select MF")
+        for fid, apdu in zip(path[1:], apdus[1:]):
+            self.expect(apdu, *(ok or (0x9000,)), note=f"select {fid:04X}")
 
     def select_role(self, role: str, *ok: int) -> None:
         self.select_path(self.role(role)[0], *ok)

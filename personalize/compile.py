@@ -44,9 +44,8 @@ class Record:
 
 
 def _path_select(path: tuple[int, ...], note: str) -> list[Step]:
-    steps = [Step(fmcos.select_fid(0x3F00), f"select MF ({note})")]
-    steps += [Step(fmcos.select_fid(fid), f"select {fid:04X}") for fid in path[1:]]
-    return steps
+    return [Step(apdu, f"select {fid:04X}" + (f" ({note})" if fid == 0x3F00 else ""))
+            for fid, apdu in zip(path, fmcos.select_path(path))]
 
 
 def _record(decl: KeyDecl, value_len: int, pin: bytes | None = None) -> KeyRecord:

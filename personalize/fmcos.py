@@ -23,6 +23,11 @@ def select_fid(fid: int) -> bytes:
     return build(0x00, 0xA4, 0x00, 0x00, fid.to_bytes(2, "big"))
 
 
+def select_path(path: tuple[int, ...]) -> list[bytes]:
+    """The SELECTs by FID that walk from the MF down to the DF at path (path starts at 3F00)."""
+    return [select_fid(0x3F00)] + [select_fid(fid) for fid in path[1:]]
+
+
 def create_file(spec: FileSpec) -> bytes:
     """CREATE FILE 80 E0 FID with the spec's FMCOS description."""
     return build(0x80, 0xE0, spec.fid >> 8, spec.fid & 0xFF, spec.create_data())

@@ -17,7 +17,7 @@ from cardos.files import KEY_MAINTENANCE, KEY_PIN_RELOAD, KEY_PIN_UNBLOCK
 from cardos.tlv import simple_record
 
 from .compile import card_key, pin_bytes
-from .fmcos import Step
+from .fmcos import Step, select_path
 from .keys import KeyProvider
 from .profile import DFDecl, Profile
 from .script import Exchange, ScriptItem, Secured, run
@@ -53,11 +53,9 @@ class Account:
         raise LifeError(f"{self.name} account has no life file record {tag:02X}")
 
     def select(self) -> list[Step]:
-        steps = [Step(build(0x00, 0xA4, 0x00, 0x00, b"\x3f\x00"), "select MF")]
-        for fid in self.path[1:]:
-            steps.append(Step(build(0x00, 0xA4, 0x00, 0x00, fid.to_bytes(2, "big")),
-                              f"select {self.name} account", SELECTED_OR_BLOCKED))
-        return steps
+        apdus = select_path(self.path)
+        return [Step(apdus[0], "select MF")] + [Step(a, f"select {self.name} account", SELECTED_OR_BLOCKED)
+                                                  for a in apdus[1:]]
 
 
 def accounts(profile: Profile, which: str = "both") -> list[Account]:

@@ -7,12 +7,15 @@ from dataclasses import dataclass, field
 
 from applets.encoding import decode
 from applets.life import LIFE_SFI, LIFE_TAG, STATES
-from cardos.apdu import build, split_response
+from cardos.apdu import build
+from reader_bridge.transport import exchange
 from cardos.crypto import mac_equal
 from cardos.files import KEY_EXTERNAL, KEY_INTERNAL
 from cardos.tlv import parse as parse_tlv
 
 from .compile import card_key
+from .script import Authenticate, ScriptError, run
+from .fmcos import select_path
 from .keys import KeyProvider
 from .profile import Item, Profile
 
@@ -44,14 +47,11 @@ class Readout:
                 "refused": self.refused}
 
 
-def _send(transport, apdu: bytes) -> tuple[bytes, int]:
-    return split_response(transport.transmit(apdu))
-
-
 def _select_path(transport, path) -> int:
+    """Walk from the MF to path; a blocked application is still selected (6A81, 9303)."""
     sw = 0x9000
-    for fid in path:
-        _, sw = _send(transport, build(0x00, 0xA4, 0x00, 0x00, fid.to_bytes(2, "big")))
+    for apdu in select_path(path):
+        _, sw = exchange(transport, apdu)
         if sw not in (0x9000, 0x6A81, 0x9303):
             return sw
     return sw
@@ -65,7 +65,7 @@ def authenticate_reader(transport, profile: Profile, keys: KeyProvider, factor: 
     if ik is None or rk is None:
         raise ReadError("the profile has no internal-authentication key or key 0A in SSSE")
     process, source = os.urandom(8), os.urandom(8)
-    answer, sw = _send(transport, build(0x00, 0x88, 0x00, ik.id, process + source))
+    answer, sw = exchange(transport, build(0x00, 0x88, 0x00, ik.id, process + source))
     if sw != 0x9000:
         raise ReadError(f"INTERNAL AUTHENTICATE answered {sw:04X}")
     ref = card_key(ik, factor)
@@ -74,12 +74,10 @@ def authenticate_reader(transport, profile: Profile, keys: KeyProvider, factor: 
     expected = keys.session_encrypt(ref, process, (source + bytes(16))[: keys.algorithm(ref).block])
     if not mac_equal(answer, expected):
         raise ReadError("INTERNAL AUTHENTICATE: the card's cryptogram is wrong (not a genuine card)")
-    chal, sw = _send(transport, build(0x00, 0x84, 0x00, 0x00, le=8))
-    ref = card_key(rk, factor)
-    crypt = keys.encrypt(ref, (chal + bytes(16))[: keys.algorithm(ref).block])
-    _, sw = _send(transport, build(0x00, 0x82, 0x00, READ_KEY, crypt))
-    if sw != 0x9000:
-        raise ReadError(f"EXTERNAL AUTHENTICATE with key 0A answered {sw:04X}")
+    try:
+        run(transport.transmit, [Authenticate(READ_KEY, card_key(rk, factor), "key 0A")], keys)
+    except ScriptError as e:
+        raise ReadError(f"EXTERNAL AUTHENTICATE with key 0A answered {e.sw:04X}") from None
 
 
 def read_card(transport, profile: Profile, keys: KeyProvider | None = None) -> Readout:
@@ -90,8 +88,7 @@ def read_card(transport, profile: Profile, keys: KeyProvider | None = None) -> R
         files = [f for f in df.files if any(it.field for it in _flat(f.items)) or f.spec.sfi == LIFE_SFI]
         if not files:
             continue
-        _send(transport, build(0x00, 0xA4, 0x00, 0x00, b"\x3f\x00"))
-        sw = _select_path(transport, path[1:])
+        sw = _select_path(transport, path)
         if sw not in (0x9000, 0x6A81, 0x9303):
             out.refused.append(f"{path[-1]:04X}: SELECT {sw:04X}")
             continue
@@ -100,7 +97,7 @@ def read_card(transport, profile: Profile, keys: KeyProvider | None = None) -> R
             out.authenticated = True
         for f in files:
             for n, it in enumerate(f.items, 1):
-                data, sw = _send(transport, build(0x00, 0xB2, n, (f.spec.sfi << 3) | 0x04, le=0))
+                data, sw = exchange(transport, build(0x00, 0xB2, n, (f.spec.sfi << 3) | 0x04, le=0))
                 if sw != 0x9000:
                     out.refused.append(f"{f.spec.fid:04X} record {n} (tag {it.tag:02X}): {sw:04X}")
                     continue

@@ -33,6 +33,12 @@ class TransportError(RuntimeError):
     """The transport could not carry a command; the message says why, never what the command held."""
 
 
+def exchange(transport: Transport, apdu: bytes) -> tuple[bytes, int]:
+    """Send one command through a transport; its data and status word."""
+    resp = transport.transmit(apdu)
+    return resp[:-2], (resp[-2] << 8) | resp[-1]
+
+
 def with_le(apdu: bytes, le: int) -> bytes:
     """The same short command with its Le set to le (added when it had none)."""
     if len(apdu) <= 5:
