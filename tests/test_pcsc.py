@@ -198,3 +198,24 @@ def test_the_conformance_suite_passes_through_pcscd(tmp_path):
         served.stop()
     bad = [(o.id, o.message) for o in out if o.status in ("fail", "error")]
     assert bad == [] and len(out) > 50
+
+
+def test_cli_apdu_read_and_readers_through_a_real_reader(tmp_path):
+    from click.testing import CliRunner
+
+    from cli import main
+    path, atr = _image(tmp_path)
+    served = Served(path)
+    try:
+        wait_for_card(READERS[0], atr)
+        runner = CliRunner()
+        r = runner.invoke(main, ["readers"])
+        assert f"{READERS[0]}: card, ATR {atr.hex().upper()}" in r.output and f"{READERS[1]}: no card" in r.output
+        r = runner.invoke(main, ["apdu", "--reader", READERS[0], SELECT_SSSE, "00B2072C00", "0020000003999999"])
+        assert r.exit_code == 0 and r.output.splitlines()[1].endswith(" 9000") and r.output.splitlines()[2] == "63C5"
+        r = runner.invoke(main, ["read", "--reader", "Virtual PCD 00 00", "--json"])
+        assert r.exit_code == 0 and json.loads(r.output)["full_name"] == "张小燕"
+        r = runner.invoke(main, ["read", "--reader", "No Such Reader"])
+        assert r.exit_code != 0 and "no reader named 'No Such Reader'" in r.output
+    finally:
+        served.stop()
