@@ -188,12 +188,48 @@ class _Failures:
                 self.stopped = f"{self.run} cards failed in a row (last {card_number}): batch stopped"
 
 
-def _failure(e: Exception) -> tuple[str, bool]:
-    """A quarantine reason without secrets, and whether it was an authentication failure."""
+def _failure(e: Exception) -> str:
+    """A quarantine reason without secrets; authentication failures say they are not retried."""
     if isinstance(e, ScriptError):
         auth = e.sw in AUTH_FAILURES or (e.sw & 0xFFF0) == SW.PIN_WRONG
-        return f"step {e.note!r} answered {e.sw:04X}" + (" (authentication failure: not retried)" if auth else ""), auth
-    return str(e), False
+        return f"step {e.note!r} answered {e.sw:04X}" + (" (authentication failure: not retried)" if auth else "")
+    return str(e)
+
+
+def _produce(t, c, holder: dict, opts: Options, bid: str, journal: Journal, audit: AuditLog, target: str,
+             init: bool, save=None, where: dict | None = None, done: dict | None = None) -> bool:
+    """One card through [initialization →] personalization → read-back [→ save], each step journaled
+    before it runs; a failure quarantines the card with its reason. True when the card is done."""
+    from reader_bridge.transport import TransportError
+
+    prof, keys, where = opts.profile, opts.keys, where or {}
+    atr = t.atr()
+    hexatr = atr.hex().upper()
+    trail: list[str] = []
+    try:
+        if init:
+            journal.step(bid, c.row, "init", target, hexatr)
+            trail += _sws(run(t.transmit, init_script(prof), keys))
+            t.reset()
+        values = cardholders.values(holder, prof, atr[-8:])
+        journal.step(bid, c.row, "perso", target, hexatr)
+        trail += _sws(run(t.transmit, perso_script(prof, values, atr[-8:]), keys))
+        t.reset()
+        journal.step(bid, c.row, "verify")
+        checked = verify_card(t, prof, values, keys)
+        if save is not None:
+            journal.step(bid, c.row, "save")
+            save()
+    except (ScriptError, VerifyError, cardholders.HolderError, TransportError) as e:
+        reason = _failure(e)
+        journal.finish(bid, c.row, QUARANTINED, reason)
+        audit.write("card-quarantined", batch=bid, card_number=c.card_number, atr=hexatr, result=reason,
+                    sw_trail=trail[-8:], **where)
+        return False
+    journal.finish(bid, c.row, DONE)
+    audit.write("card-done", batch=bid, card_number=c.card_number, atr=hexatr, result="personalized",
+                verified_records=checked, sw_trail=_compress(trail), **where, **(done or {}))
+    return True
 
 
 class _ImageWorker:
@@ -206,35 +242,11 @@ class _ImageWorker:
         card_image.remove_stale_temps(opts.out_dir)
 
     def make(self, c) -> bool:
-        holder = self.rows[c.row]
         path = str(Path(self.opts.out_dir) / f"{c.card_number}.json")
-        serial = virtual.chip_serial(f"{self.bid}:{c.row}")
-        prof, keys, j = self.opts.profile, self.opts.keys, self.journal
-        trail: list[str] = []
-        try:
-            card = virtual.blank(prof, serial)
-            atr = card.atr.hex().upper()
-            j.step(self.bid, c.row, "init", path, atr)
-            trail += _sws(run(_transport(card).transmit, init_script(prof), keys))
-            card.power_on()
-            values = cardholders.values(holder, prof, virtual.factor(card.atr))
-            j.step(self.bid, c.row, "perso")
-            trail += _sws(run(_transport(card).transmit, perso_script(prof, values, virtual.factor(card.atr)), keys))
-            card.power_on()
-            j.step(self.bid, c.row, "verify")
-            checked = verify_card(_transport(card), prof, values, keys)
-            j.step(self.bid, c.row, "save")
-            card_image.save(card, path)
-        except (ScriptError, VerifyError, cardholders.HolderError) as e:
-            reason, _ = _failure(e)
-            j.finish(self.bid, c.row, QUARANTINED, reason)
-            self.audit.write("card-quarantined", batch=self.bid, card_number=c.card_number, atr=None,
-                             result=reason, sw_trail=trail[-8:])
-            return False
-        j.finish(self.bid, c.row, DONE)
-        self.audit.write("card-done", batch=self.bid, card_number=c.card_number, atr=atr, result="personalized",
-                         verified_records=checked, sw_trail=_compress(trail), image=os.path.basename(path))
-        return True
+        card = virtual.blank(self.opts.profile, virtual.chip_serial(f"{self.bid}:{c.row}"))
+        return _produce(_transport(card), c, self.rows[c.row], self.opts, self.bid, self.journal, self.audit,
+                        path, init=True, save=lambda: card_image.save(card, path),
+                        done={"image": os.path.basename(path)})
 
 
 def _transport(card):
@@ -304,31 +316,9 @@ def _run_readers(opts: Options, bid, journal: Journal, audit: AuditLog, rows, to
                 errors.append(f"{reader}: {e}")
                 return
             ok = False
-            trail: list[str] = []
             try:
-                hexatr = atr.hex().upper()
-                prof, keys = opts.profile, opts.keys
-                if opts.init:
-                    journal.step(bid, c.row, "init", reader, hexatr)
-                    trail += _sws(run(t.transmit, init_script(prof), keys))
-                    t.reset()
-                values = cardholders.values(rows[c.row], prof, atr[-8:])
-                journal.step(bid, c.row, "perso", reader, hexatr)
-                trail += _sws(run(t.transmit, perso_script(prof, values, atr[-8:]), keys))
-                t.reset()
-                journal.step(bid, c.row, "verify")
-                checked = verify_card(t, prof, values, keys)
-                journal.finish(bid, c.row, DONE)
-                audit.write("card-done", batch=bid, card_number=c.card_number, atr=hexatr, result="personalized",
-                            verified_records=checked, sw_trail=_compress(trail), reader=reader)
-                ok = True
-                with lock:
-                    made[0] += 1
-            except (ScriptError, VerifyError, cardholders.HolderError, TransportError) as e:
-                reason, _ = _failure(e)
-                journal.finish(bid, c.row, QUARANTINED, reason)
-                audit.write("card-quarantined", batch=bid, card_number=c.card_number, atr=atr.hex().upper(),
-                            result=reason, sw_trail=trail[-8:], reader=reader)
+                ok = _produce(t, c, rows[c.row], opts, bid, journal, audit, reader, init=opts.init,
+                              where={"reader": reader})
             finally:
                 last_atr = atr
                 try:
@@ -337,6 +327,7 @@ def _run_readers(opts: Options, bid, journal: Journal, audit: AuditLog, rows, to
                     pass
                 with lock:
                     in_flight[0] -= 1
+                    made[0] += ok
             failures.count(ok, c.card_number)
             if progress:
                 progress(c.card_number, 1)
