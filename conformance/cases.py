@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -14,6 +13,7 @@ from cardos.files import KEY_INTERNAL, KEY_MAINTENANCE, KEY_PIN_RELOAD, KEY_PIN_
 from cardos.tlv import find, parse
 from personalize import lifecycle
 from personalize.compile import card_key
+from personalize.readout import check_card
 from personalize.profile import Item
 
 from .context import CaseFailure, CaseSkipped, Context
@@ -324,10 +324,8 @@ def acc_3_00(ctx):
 def _internal_auth(ctx: Context) -> None:
     keys = ctx.need_keys()
     ref = ctx.key_ref("ssse", KEY_INTERNAL, 0x00)
-    process, source = os.urandom(8), os.urandom(8)
-    answer = ctx.expect(build(0x00, 0x88, 0x00, 0x00, process + source), 0x9000, note="INTERNAL AUTHENTICATE")
-    expected = keys.session_encrypt(ref, process, (source + bytes(16))[: keys.algorithm(ref).block])
-    check(answer == expected, "INTERNAL AUTHENTICATE: the card's cryptogram does not match the issuer key")
+    problem = check_card(lambda apdu: ctx.send(apdu, "INTERNAL AUTHENTICATE"), keys, ref, 0x00)
+    check(problem is None, problem)
 
 
 @case("AUTH-01", "INTERNAL AUTHENTICATE proves the card with the issuer key", "spec §3")

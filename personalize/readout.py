@@ -57,6 +57,20 @@ def _select_path(transport, path) -> int:
     return sw
 
 
+def check_card(send, keys: KeyProvider, ref, key_id: int) -> str | None:
+    """INTERNAL AUTHENTICATE with fresh random data: None when the card's answer matches the
+    issuer key, else what was wrong. send(apdu) -> (data, sw) lets callers log the exchange."""
+    process, source = os.urandom(8), os.urandom(8)
+    answer, sw = send(build(0x00, 0x88, 0x00, key_id, process + source))
+    if sw != 0x9000:
+        return f"INTERNAL AUTHENTICATE answered {sw:04X}"
+    # The card answers E(SK, source), SK its key diversified by `process`.
+    expected = keys.session_encrypt(ref, process, (source + bytes(16))[: keys.algorithm(ref).block])
+    if not mac_equal(answer, expected):
+        return "INTERNAL AUTHENTICATE: the card's cryptogram does not match the issuer key (not a genuine card)"
+    return None
+
+
 def authenticate_reader(transport, profile: Profile, keys: KeyProvider, factor: bytes) -> None:
     """3.00 reading: the terminal checks the card (INTERNAL AUTHENTICATE), then opens key 0A."""
     path, ssse = profile.role("ssse")
@@ -64,16 +78,9 @@ def authenticate_reader(transport, profile: Profile, keys: KeyProvider, factor: 
     rk = next((k for k in ssse.keys if k.type == KEY_EXTERNAL and k.id == READ_KEY), None)
     if ik is None or rk is None:
         raise ReadError("the profile has no internal-authentication key or key 0A in SSSE")
-    process, source = os.urandom(8), os.urandom(8)
-    answer, sw = exchange(transport, build(0x00, 0x88, 0x00, ik.id, process + source))
-    if sw != 0x9000:
-        raise ReadError(f"INTERNAL AUTHENTICATE answered {sw:04X}")
-    ref = card_key(ik, factor)
-    # The card answers E(SK, source), SK its key diversified by `process`: recompute it to know
-    # the card is genuine.
-    expected = keys.session_encrypt(ref, process, (source + bytes(16))[: keys.algorithm(ref).block])
-    if not mac_equal(answer, expected):
-        raise ReadError("INTERNAL AUTHENTICATE: the card's cryptogram is wrong (not a genuine card)")
+    problem = check_card(lambda apdu: exchange(transport, apdu), keys, card_key(ik, factor), ik.id)
+    if problem:
+        raise ReadError(problem)
     try:
         run(transport.transmit, [Authenticate(READ_KEY, card_key(rk, factor), "key 0A")], keys)
     except ScriptError as e:

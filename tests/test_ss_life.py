@@ -203,3 +203,12 @@ def test_3_00_read_without_keys_says_what_was_refused():
     r = read_card(InProcess(c), prof("sm4-3.00"), None)
     assert "EF06 record 1 (tag 08): 6982" in r.refused
     assert r.items["card_number"] == "A02796279" and "ssn" not in r.items
+
+
+def test_3_00_read_out_refuses_a_card_whose_internal_authentication_does_not_check():
+    from personalize.keys import SoftwareKeys
+    from personalize.readout import ReadError
+    masters = dict(keys("sm4-3.00")._masters)
+    masters["IK_SSSE"] = (masters["IK_SSSE"][0], bytes(16), 1)     # the terminal's idea of the key is wrong
+    with pytest.raises(ReadError, match="not a genuine card"):
+        read_card(InProcess(card("sm4-3.00")), prof("sm4-3.00"), SoftwareKeys(masters))
