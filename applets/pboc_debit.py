@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from cardos import sw
 from cardos.card import Command
-from cardos.commands.pin import _matches
+from cardos.commands.pin import pin_matches
 from cardos.files import KEY_PIN, ElementaryFile
 from cardos.sw import CardError
 from cardos.tlv import tlv
@@ -74,7 +74,7 @@ def _emv_verify(base):
         digits = _pin_block_digits(cmd.data)
         require_active(card)
         card.require(pin.use_right, "PIN use")
-        card.try_credential(df, pin, _matches(pin.value, digits))
+        card.try_credential(df, pin, pin_matches(pin.value, digits))
         card.raise_state(pin.next_state)
         return b""
     return verify

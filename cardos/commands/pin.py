@@ -36,7 +36,8 @@ def _new_pin(value: bytes) -> bytes:
     return value
 
 
-def _matches(stored: bytes, offered: str) -> bool:
+def pin_matches(stored: bytes, offered: str) -> bool:
+    """True when an F-padded BCD PIN holds the offered digits (compared in constant time)."""
     return hmac.compare_digest(pin_digits(stored).encode(), offered.encode())
 
 
@@ -48,7 +49,7 @@ def verify(card, cmd: Apdu) -> bytes:
     if not cmd.lc_present:
         raise CardError(sw.tries_left(rec.tries_left))
     offered = _digits(cmd.data, "PIN")
-    card.try_credential(df, rec, _matches(rec.value, offered))
+    card.try_credential(df, rec, pin_matches(rec.value, offered))
     card.raise_state(rec.next_state)
     return b""
 
@@ -69,7 +70,7 @@ def _change(card, cmd: Apdu) -> bytes:
     offered = _digits(old, "old PIN")
     new = _new_pin(new)
     df, rec = _pin(card, cmd.p2)
-    card.try_credential(df, rec, _matches(rec.value, offered))
+    card.try_credential(df, rec, pin_matches(rec.value, offered))
     card.fs.put_key(df, card.fs.key(df, KEY_PIN, rec.id).with_value(new))
     return b""
 
