@@ -90,6 +90,13 @@ class FileSystem:
         self._index()
         return self._sfis.get(df, {}).get(sfi)
 
+    def records_by_sfi(self, df: Path, sfi: int) -> tuple[bytes, ...]:
+        """The records of df's record EF with that SFI; none when the SFI names no file or a binary one."""
+        path = self.ef_by_sfi(df, sfi)
+        if path is None or not self.spec(path).RECORDS:
+            return ()
+        return self.body(path)
+
     def df_by_name(self, name: bytes, near: Path) -> Path | None:
         """A DF by name: exact match first, nearest to `near` first, then a right-truncated match."""
         self._index()
