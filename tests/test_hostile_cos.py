@@ -99,6 +99,13 @@ def test_select_answers_fit_and_6cxx_names_a_length_that_works(size, name_len, f
             assert status == SW.OK and again == data
 
 
+def test_a_handler_answer_longer_than_256_bytes_never_asks_for_an_le():
+    from cardos.card import Command
+    c = Card(commands={0xCA: Command(lambda card, cmd: b"x" * 300, frozenset({0x80}))})
+    for le in ("00", "2C", ""):
+        assert sw(c, "80CA0000" + le) == SW.WRONG_LENGTH
+
+
 # ---- item 9: WRITE KEY checks PIN counters as it checks counted keys ---------------------------
 
 @pytest.mark.parametrize("counter", [0x3F, 0x07, 0x00, 0x0F])
