@@ -370,14 +370,14 @@ class KeyRecord:
         base = t & 0x3F
         if not 0x30 <= base <= 0x3F:
             raise CardError(sw.WRONG_DATA, f"unknown key type {t:02X}")
+        if base in _COUNTED:
+            _check_counter(b4)
         if base == KEY_PIN:
             _check_pin(value)
             return cls(t, key_id, use, 0xEF, value, Algorithm.TDES, b3 & 0x0F, b4 >> 4, b4 & 0x0F)
         if len(value) not in (8, 16):
             raise CardError(sw.WRONG_LENGTH, f"key value must be 8 or 16 bytes, not {len(value)}")
         if base in _COUNTED:
-            if b4 >> 4 == 0 or (b4 & 0x0F) > (b4 >> 4):
-                raise CardError(sw.WRONG_DATA, f"error counter {b4:02X} is not max/remaining")
             alg = _alg_for(value, None, default_alg)
             state = b3 & 0x0F if base == KEY_EXTERNAL else 0
             return cls(t, key_id, use, change, value, alg, state, b4 >> 4, b4 & 0x0F)
@@ -391,6 +391,12 @@ def _alg_for(value: bytes, alg_byte: int | None, default: Algorithm) -> Algorith
     if named is Algorithm.SM4 or named is Algorithm.TDES:
         return named
     return default
+
+
+def _check_counter(counter: int) -> None:
+    # PINs and counted keys alike: a maximum of at least one try, and no more left than that.
+    if counter >> 4 == 0 or (counter & 0x0F) > (counter >> 4):
+        raise CardError(sw.WRONG_DATA, f"error counter {counter:02X} is not max/remaining")
 
 
 def _check_pin(value: bytes) -> None:
