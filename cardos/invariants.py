@@ -50,6 +50,7 @@ def path_text(path: Path) -> str:
 def check_state(data: Mapping[tuple, Any], config: CosConfig) -> None:
     """Raise Broken at the first rule of the card that the EEPROM contents data break."""
     fs = FileSystem(Store(dict(data)), config.capacity)
+    key_bytes: dict[Path, int] = {}
     for key, value in data.items():
         kind = key[0]
         if kind == "H":
@@ -58,6 +59,7 @@ def check_state(data: Mapping[tuple, Any], config: CosConfig) -> None:
             _check_contents(fs, key, value)
         elif kind == "K":
             _check_key(fs, key, value, config)
+            key_bytes[key[1]] = key_bytes.get(key[1], 0) + value.cost()
         elif kind == "A":
             _check_application(fs, key, value)
         elif key == CARD_BLOCKED:
@@ -67,7 +69,7 @@ def check_state(data: Mapping[tuple, Any], config: CosConfig) -> None:
             raise Broken(key, "unknown kind of entry")
     for path, spec in fs.walk():
         if isinstance(spec, DedicatedFile):
-            _check_df(fs, path, spec)
+            _check_df(fs, path, spec, key_bytes.get(path, 0))
 
 
 def _check_file(fs: FileSystem, path: Path, spec: Any) -> None:
@@ -149,7 +151,7 @@ def _check_application(fs: FileSystem, key: tuple, state: Any) -> None:
         raise Broken(key, f"must be one of {', '.join(str(int(s)) for s in AppState)}")
 
 
-def _check_df(fs: FileSystem, path: Path, spec: DedicatedFile) -> None:
+def _check_df(fs: FileSystem, path: Path, spec: DedicatedFile, key_bytes: int) -> None:
     key = ("H", path)
     used, space = fs.used_in(path), fs.space(path)
     if used > space:
@@ -164,7 +166,6 @@ def _check_df(fs: FileSystem, path: Path, spec: DedicatedFile) -> None:
     for p, kid in kids:
         if isinstance(kid, ElementaryFile) and kid.sfi == spec.fci_sfi and not spec.fci_fits(kid):
             raise Broken(("H", p), "as its DF's FCI file it could make SELECT answer more than 256 bytes")
-    keys = fs.keys(path)
-    if key_files and sum(r.cost() for r in keys) > key_files[0].size:
+    if key_files and key_bytes > key_files[0].size:
         raise Broken(key, f"its keys take more than its key file's {key_files[0].size} bytes")
 
