@@ -26,7 +26,7 @@ from .card import CARD_BLOCKED, FAULTS, Card, CosConfig, UnknownApplet
 from .crypto import Algorithm
 from .files import (CyclicEF, DedicatedFile, KeyFile, KeyRecord, LinearFixedEF, TransparentEF, VariableRecordEF,
                     parse_create)
-from .invariants import Broken, check_state
+from .invariants import Broken, check_state, describe, path_text
 from .nvm import DELETED, Store
 from .sw import CardError
 
@@ -50,10 +50,6 @@ class SaveError(Exception):
     """A card image that cannot be written; the message names the file and why (nothing was written)."""
 # ---- encoding ---------------------------------------------------------------------------
 
-def _path(p: tuple[int, ...]) -> str:
-    return "/".join(f"{fid:04X}" for fid in p)
-
-
 def _unpath(s: str) -> tuple[int, ...]:
     return tuple(int(part, 16) for part in s.split("/"))
 
@@ -61,20 +57,20 @@ def _unpath(s: str) -> tuple[int, ...]:
 def _encode(key: tuple, value: Any) -> dict:
     kind = key[0]
     if kind == "H":
-        return {"file": _path(key[1]), "kind": value.KIND, "create": value.create_data().hex().upper()}
+        return {"file": path_text(key[1]), "kind": value.KIND, "create": value.create_data().hex().upper()}
     if kind == "B":
         if isinstance(value, bytes):
-            return {"contents": _path(key[1]), "binary": value.hex().upper()}
-        return {"contents": _path(key[1]), "records": [r.hex().upper() for r in value]}
+            return {"contents": path_text(key[1]), "binary": value.hex().upper()}
+        return {"contents": path_text(key[1]), "records": [r.hex().upper() for r in value]}
     if kind == "K":
         r: KeyRecord = value
-        return {"key": _path(key[1]), "type": f"{r.type:02X}", "id": f"{r.id:02X}",
+        return {"key": path_text(key[1]), "type": f"{r.type:02X}", "id": f"{r.id:02X}",
                 "use": f"{r.use_right:02X}", "change": f"{r.change_right:02X}",
                 "algorithm": r.algorithm.value, "next_state": r.next_state,
                 "max_tries": r.max_tries, "tries_left": r.tries_left, "version": r.version,
                 "alg_byte": f"{r.alg_byte:02X}", "secret_value": r.value.hex().upper()}
     if kind == "A":
-        return {"application": _path(key[1]), "state": int(value)}
+        return {"application": path_text(key[1]), "state": int(value)}
     if key == CARD_BLOCKED:
         return {"card_blocked": bool(value)}
     raise ValueError(f"unknown store entry {key!r}")
@@ -131,9 +127,9 @@ def _order(e: dict) -> tuple:
 def _deleted_entry(key: tuple) -> dict:
     kind = key[0]
     if kind == "K":
-        return {"deleted": "key", "df": _path(key[1]), "type": f"{key[2]:02X}", "id": f"{key[3]:02X}"}
+        return {"deleted": "key", "df": path_text(key[1]), "type": f"{key[2]:02X}", "id": f"{key[3]:02X}"}
     if kind in ("H", "B", "A"):
-        return {"deleted": kind, "path": _path(key[1])}
+        return {"deleted": kind, "path": path_text(key[1])}
     return {"deleted": "card_blocked"}
 
 
@@ -281,7 +277,7 @@ def _entries(entries: list, name: str, where: str) -> tuple[dict, dict]:
         except CardError as e:
             raise ImageError(f"{where}: {place}: {e.why or 'not a file the card takes'}") from None
         if k in data:
-            raise ImageError(f"{where}: {place}: a second entry for the {_what(k)}")
+            raise ImageError(f"{where}: {place}: a second entry for the {describe(k)}")
         data[k], places[k] = v, place
     return data, places
 
@@ -297,11 +293,6 @@ def _buffer(entries: list, where: str) -> tuple[list, dict]:
         buffer.append((k, v))
         places[k] = place
     return buffer, places
-
-
-def _what(key: tuple) -> str:
-    from .invariants import describe
-    return describe(key)
 
 
 # Names of KeyRecord fields in the document.
