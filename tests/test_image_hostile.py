@@ -101,6 +101,8 @@ HOSTILE = {
     "99 tries": (_doc_edit(lambda d: _pin(d).update(tries_left=99)), "tries_left: 99 is out of range"),
     "-1 tries": (_doc_edit(lambda d: _pin(d).update(tries_left=-1)), "tries_left: -1 is out of range"),
     "tries as text": (_doc_edit(lambda d: _pin(d).update(tries_left="6")), "tries_left: must be a whole number"),
+    "tries as boolean": (_doc_edit(lambda d: _pin(d).update(tries_left=True)), "tries_left: must be a whole number"),
+    "tries as fraction": (lambda t: t.replace('"tries_left": 6', '"tries_left": 6.0'), "tries_left: must be a whole"),
     "PIN not BCD": (_doc_edit(lambda d: _pin(d).update(secret_value="12345A")), "PIN is not F-padded BCD"),
     "capacity 1024": (_doc_edit(lambda d: d["config"].update(capacity=1024)), "file 3F00: its files take"),
     "records past the file": (_set("records", ["0110" + "41" * 16] * 7, _RECORDS), "records take 126 bytes"),
@@ -248,3 +250,21 @@ def test_image_info_prints_binary_names_as_hex_and_text_names_as_text(tmp_path):
     assert "name D15600000500," in out and "name A000000333010101," in out
     assert "name 'sx1.sh.社会保障'," in out and "name '1PAY.SYS.DDF01'," in out
     assert "\\x00" not in out
+
+
+def test_the_serve_saver_survives_an_image_it_cannot_write_and_catches_up_later(tmp_path):
+    from reader_bridge.persist import ImageSaver
+    from tests.util import select_demo, sw
+    path = saved(tmp_path)
+    card = image.load(path)
+    card.power_on()
+    saver = ImageSaver(str(path), card)
+    path.chmod(0o444)
+    select_demo(card)
+    sw(card, "0020000003999999")
+    saver(card)                                   # a reader is waiting: no exception, the reason kept
+    assert saver.writes == 0 and "read-only" in saver.error
+    path.chmod(0o600)
+    saver(card)                                   # nothing new since, but the image is behind: written now
+    assert saver.writes == 1 and saver.error is None
+    assert image.load(path).fs.key((0x3F00, 0xDF01), 0x3A, 0).tries_left == 5
