@@ -39,6 +39,12 @@ def _show(value: Any) -> str:
     return kinds.get(type(value), "a number out of range" if isinstance(value, BadNumber) else "a value")
 
 
+def _label(name: str) -> str:
+    # A field name comes from the document: keep the message one short, printable line.
+    shown = name if name.isprintable() else repr(name)
+    return shown if len(shown) <= 40 else shown[:40] + "…"
+
+
 class BadNumber:
     """A number JSON allows and no card field does (1e400, NaN, 5000 digits, a fraction): kept as text."""
 
@@ -145,7 +151,7 @@ class Obj(Shape):
         prefix = f"{place}." if place else ""
         for name in value:
             if name not in self.fields:
-                _fail(f"{prefix}{name}", "unknown field")
+                _fail(f"{prefix}{_label(name)}", "unknown field")
         for name, shape in self.fields.items():
             if name in value:
                 shape.check(value[name], prefix + name)

@@ -116,6 +116,7 @@ HOSTILE = {
     "orphan contents": (_doc_edit(lambda d: d["entries"].append({"contents": "3F00/0009", "binary": ""})),
                         "belong to no EF"),
     "unknown field": (_doc_edit(lambda d: _pin(d).update(tries_lefT=3)), "tries_lefT: unknown field"),
+    "unprintable field": (lambda t: t.replace('"tries_left"', '"\\udcff\\n"', 1), "'\\udcff\\n': unknown field"),
     "eeprom_used wrong": (_doc_edit(lambda d: d.update(eeprom_used=5)), "eeprom_used: says 5 bytes"),
     "applets dropped": (_doc_edit(lambda d: d["config"].pop("applets")), "config.applets: missing"),
 }
