@@ -149,6 +149,7 @@ _BYTE = js.Hex(1, 1)
 _KINDS = tuple(k.KIND for k in (DedicatedFile, KeyFile, TransparentEF, VariableRecordEF, LinearFixedEF, CyclicEF))
 _ALGORITHMS = tuple(a.value for a in Algorithm)
 _MAX_ENTRIES = 1 << 16
+_APPLET = js.Pattern(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", "an applet name (letters, digits, . _ -)")
 
 _FILE = js.Obj({"file": _PATH, "kind": js.Str(_KINDS), "create": js.Hex(1, 24)})
 _BINARY = js.Obj({"contents": _PATH, "binary": js.Hex(0, 0xFFFF)})
@@ -168,7 +169,7 @@ _DELETED_CASES = (("deleted", "key", js.Obj({"deleted": js.Str(("key",)), "df": 
                   ("deleted", "card_blocked", js.Obj({"deleted": js.Str(("card_blocked",))})))
 _CONFIG = js.Obj({"capacity": js.Int(1024, 0xFFFF + 11), "atr": js.Hex(2, 33), "t0_get_response": js.Bool(),
                   "wrong_mac_sw": js.Hex(2, 2), "key_algorithm": js.Str(_ALGORITHMS),
-                  "applets": js.List(js.Str(max_len=100), 16), "faults": js.List(js.Str(tuple(FAULTS)), len(FAULTS))})
+                  "applets": js.List(_APPLET, 16), "faults": js.List(js.Str(tuple(FAULTS)), len(FAULTS))})
 _FIELDS = {
     "format": js.Str((FORMAT,)), "schema": js.Int(1, SCHEMA), "digest": js.Pattern(r"sha256:[0-9a-f]{64}", "sha256:…"),
     "secrets": js.Str(), "config": _CONFIG, "eeprom_used": js.Int(0, 0xFFFF + 11),
@@ -255,7 +256,7 @@ def _check_digest(doc: dict, where: str) -> None:
         raise DamagedImage(f"{where}: image damaged: its digest is missing")
     if found != digest(doc):
         raise DamagedImage(f"{where}: image damaged: its contents do not match its digest "
-                         f"(after a deliberate edit: sscard image repair {where} --accept)")
+                           f"(after a deliberate edit: sscard image repair {where} --accept)")
 
 
 def _config(c: dict, where: str) -> CosConfig:
