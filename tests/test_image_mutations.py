@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from cardos import image
 from cardos.apdu import build, split_response
-from cardos.files import DedicatedFile, ElementaryFile, KeyFile, TransparentEF, VariableRecordEF
+from cardos.files import DedicatedFile, KeyFile, TransparentEF, VariableRecordEF
 from cardos.image import ImageError
 from cardos.invariants import check_state
 from cardos.sw import is_spec_sw
