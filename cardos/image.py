@@ -319,8 +319,8 @@ def remove_stale_temps(directory: str | os.PathLike, name: str = "") -> int:
         try:
             p.unlink()
             n += 1
-        except FileNotFoundError:
-            pass
+        except OSError:
+            pass  # gone already, or a directory we may not write: cleaning up is best effort
     return n
 
 
