@@ -269,3 +269,14 @@ def test_the_serve_saver_survives_an_image_it_cannot_write_and_catches_up_later(
     saver(card)                                   # nothing new since, but the image is behind: written now
     assert saver.writes == 1 and saver.error is None
     assert image.load(path).fs.key((0x3F00, 0xDF01), 0x3A, 0).tries_left == 5
+
+
+def test_stale_temporaries_that_cannot_be_removed_do_not_stop_a_read(tmp_path, monkeypatch):
+    from pathlib import Path
+    path = saved(tmp_path, "ss")
+    (tmp_path / f"{image.TMP_PREFIX}c.json.x1.tmp").write_text("{half")
+
+    def refuse(self, *a, **k):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(Path, "unlink", refuse)
+    assert run("read", "--image", str(path)).exit_code == 0
