@@ -1,6 +1,6 @@
 """Declarative shapes of JSON documents, and a check that names the first place a document leaves its shape.
 
-A shape is built from Obj, List, Int, Bool, Str, Hex, OneOf and Variants; check(shape, value)
+A shape is built from Obj, Variants, List, Int, Bool, Str, Pattern and Hex; check(shape, value)
 raises ShapeError("entries[3].tries_left: …"). Integers are exact (a float, a bool or NaN is
 never one); objects are closed (an unknown field is an error, as a flipped bit in a field name is).
 """
