@@ -18,14 +18,26 @@ from cardos.apdu import split_response
 from cardos.files import DedicatedFile, ElementaryFile, KeyFile, LinearFixedEF, TransparentEF, VariableRecordEF
 
 
-def _fail(message: str) -> None:
-    raise click.ClickException(message)
+BAD_INPUT = 2  # exit status for input that cannot be used (a damaged or invalid card image, …)
 
 
-def _load_image(path: str):
+def _fail(message: str, exit_code: int = 1) -> None:
+    e = click.ClickException(message)
+    e.exit_code = exit_code
+    raise e
+
+
+def _load_image(path: str, verify: bool = True):
     try:
-        return card_image.load(path)
+        return card_image.load(path, verify)
     except card_image.ImageError as e:
+        _fail(str(e), BAD_INPUT)
+
+
+def _save_image(card, path: str) -> None:
+    try:
+        card_image.save(card, path)
+    except card_image.SaveError as e:
         _fail(str(e))
 
 
@@ -59,12 +71,17 @@ def _card_transport(image_path: str | None, reader: str | None):
     if bool(image_path) == bool(reader):
         _fail("name the card with exactly one of --image FILE or --reader NAME")
     if image_path:
+        from reader_bridge.persist import ImageSaver
         card = _load_image(image_path)
         card.power_on()
+        saver = ImageSaver(image_path, card)
         try:
             yield InProcess(card, name=image_path)
         finally:
-            card_image.save(card, image_path)
+            # Written only when the commands changed the card: reading leaves the file as it was.
+            saver(card)
+            if saver.error:
+                _fail(f"the card changed but was not saved: {saver.error}")
         return
     from reader_bridge.pcsc import PcscTransport
     try:
@@ -161,7 +178,7 @@ def image_new(path: str, profile: str | None, keys_path: str | None, blank: bool
         chip = virtual.chip_serial(holder["card_number"] if not blank else str(Path(path).resolve()))
     if blank:
         card = virtual.blank(prof, chip)
-        card_image.save(card, path)
+        _save_image(card, path)
         click.echo(f"{path}: blank {prof.name} chip, {card.fs.used()} of {card.config.capacity} bytes used")
         return
     keys = _keys(keys_path, required=False) or virtual.demo_issuer_keys(prof)
@@ -178,7 +195,7 @@ def image_new(path: str, profile: str | None, keys_path: str | None, blank: bool
             card = Card(card.store, _replace(card.config, faults=frozenset(faults)))
         except ValueError as e:
             _fail(f"--fault: {e}")
-    card_image.save(card, path)
+    _save_image(card, path)
     note = "" if keys_path else " (published demo keys: never for real cards)"
     click.echo(f"{path}: {prof.name} card of {holder['name']} {holder['card_number']}, "
                f"{card.fs.used()} of {card.config.capacity} bytes used{note}")
@@ -204,11 +221,22 @@ def image_info(path: str, as_json: bool) -> None:
         click.echo(f"{indent}{f['fid']} {f['kind']}: {f['detail']}")
 
 
+def _df_name(name: bytes) -> str:
+    """A DF name as a person reads it: 'text' when it is printable GBK text, else hex (an AID)."""
+    if not name:
+        return ""
+    try:
+        text = name.decode("gbk")
+    except UnicodeDecodeError:
+        text = ""
+    return repr(text) if text.isprintable() and text.strip() == text and text else name.hex().upper()
+
+
 def _describe(path, spec, card) -> dict:
     fid = f"{spec.fid:04X}"
     if isinstance(spec, DedicatedFile):
-        name = spec.name.decode("gbk", errors="replace") if spec.name else ""
-        detail = (f"name {name!r}, " if name else "") + \
+        name = _df_name(spec.name)
+        detail = (f"name {name}, " if name else "") + \
             f"{card.fs.used_in(path)} of {card.fs.space(path)} bytes used, create {describe(spec.create_right)}"
     elif isinstance(spec, KeyFile):
         keys = card.fs.keys(path[:-1])
@@ -224,6 +252,30 @@ def _describe(path, spec, card) -> dict:
     if isinstance(spec, ElementaryFile) and (spec.mac or spec.enc):
         detail += ", writes under " + ("MAC + encryption" if spec.enc else "MAC")
     return {"path": "/".join(f"{p:04X}" for p in path), "fid": fid, "kind": spec.KIND, "detail": detail}
+
+
+@image.command("repair")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--accept", is_flag=True, help="Accept the contents as they now are and write a new digest.")
+def image_repair(path: str, accept: bool) -> None:
+    """After a deliberate hand edit of a card image: check it as loading does, and with --accept
+    give it a digest that matches its new contents. Contents that fail a check are never accepted."""
+    try:
+        doc = card_image.read_document(path)
+        try:
+            card = card_image.from_document(doc, path)
+            if doc.get("schema") == card_image.SCHEMA:
+                click.echo(f"{path}: its digest matches its contents; nothing to repair")
+                return
+        except card_image.DamagedImage:
+            card = card_image.from_document(doc, path, verify=False)
+    except card_image.ImageError as e:
+        _fail(str(e), BAD_INPUT)
+    if not accept:
+        _fail(f"{path}: the contents are valid but carry no matching digest; "
+              "if they are as you meant them, run again with --accept", BAD_INPUT)
+    _save_image(card, path)
+    click.echo(f"{path}: contents accepted, new digest written")
 
 
 # ---- keys ---------------------------------------------------------------------------------------
@@ -673,11 +725,12 @@ def serve(images, hopper, port, host, slots, verbose):
     from reader_bridge.persist import ImageSaver
 
     stop = threading.Event()
-    links = []
+    links, savers = [], []
     for n, path in enumerate(images):
         card = _load_image(path)
         card.power_on()
-        links.append(VpcdLink(card, host, port + n, on_change=ImageSaver(path, card), stop=stop))
+        savers.append(ImageSaver(path, card))
+        links.append(VpcdLink(card, host, port + n, on_change=savers[-1], stop=stop))
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     threads = [link.start() for link in links]
@@ -690,9 +743,20 @@ def serve(images, hopper, port, host, slots, verbose):
         link.shutdown()
     for t in threads:
         t.join(timeout=5)
-    for path, link in zip(images, links):
-        card_image.save(link.card, path)
-    click.echo(f"stopped; {sum(link.apdus for link in links)} APDUs served, images saved", err=True)
+    unsaved = _save_served(zip(savers, links))
+    click.echo(f"stopped; {sum(link.apdus for link in links)} APDUs served, "
+               + ("images up to date" if not unsaved else f"NOT saved: {'; '.join(unsaved)}"), err=True)
+
+
+def _save_served(pairs) -> list[str]:
+    """Bring each served image up to date with its card (only if it changed); the errors, one per image."""
+    errors = []
+    for saver, link in pairs:
+        if link.card is not None:
+            saver(link.card)
+            if saver.error:
+                errors.append(saver.error)
+    return errors
 
 
 def _serve_hopper(images, host, port, verbose):
@@ -716,12 +780,17 @@ def _serve_hopper(images, host, port, verbose):
     def next_card(card):
         if card.store.commits == state["commits"]:
             return card                      # powered down unchanged: the same card stays in
-        card_image.save(card, state["path"])
-        if not queue:
-            click.echo(f"hopper empty after {state['path']}", err=True)
-            return None
-        state["path"] = queue.pop(0)
-        following = _load_image(state["path"])
+        saver(card)
+        following = None
+        while following is None:
+            if not queue:
+                click.echo(f"hopper empty after {state['path']}", err=True)
+                return None
+            state["path"] = queue.pop(0)
+            try:
+                following = card_image.load(state["path"])
+            except card_image.ImageError as e:
+                click.echo(f"skipped: {e}", err=True)
         following.power_on()
         state["commits"] = following.store.commits
         saver.retarget(state["path"], following)
@@ -737,9 +806,8 @@ def _serve_hopper(images, host, port, verbose):
         pass
     link.shutdown()
     thread.join(timeout=5)
-    if link.card is not None:
-        card_image.save(link.card, state["path"])
-    click.echo(f"stopped; {link.apdus} APDUs served", err=True)
+    unsaved = _save_served([(saver, link)])
+    click.echo(f"stopped; {link.apdus} APDUs served" + (f"; NOT saved: {unsaved[0]}" if unsaved else ""), err=True)
 
 
 if __name__ == "__main__":

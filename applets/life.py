@@ -25,11 +25,9 @@ def life_state(card, df=None) -> str | None:
     """The life state of the nearest account application at or above df (default: the current DF)."""
     path = df or card.session.current_df
     while len(path) > 1:
-        ef = card.fs.ef_by_sfi(path, LIFE_SFI)
-        if ef is not None:
-            for rec in card.fs.body(ef):
-                if rec[:1] == bytes([LIFE_TAG]) and len(rec) >= 3:
-                    return chr(rec[2])
+        for rec in card.fs.records_by_sfi(path, LIFE_SFI):
+            if rec[:1] == bytes([LIFE_TAG]) and len(rec) >= 3:
+                return chr(rec[2])
         path = path[:-1]
     return None
 

@@ -53,7 +53,7 @@ def _is_issuer_data_3_00(card) -> bool:
     ef = card.session.current_ef
     if ef is None or ef[-1] & 0x1F != ISSUER_DATA_SFI or ef != card.fs.ef_by_sfi(ef[:-1], ISSUER_DATA_SFI):
         return False
-    return any(r[:2] == b"\x03\x04" and r[2:6] == b"3.00" for r in card.fs.body(ef))
+    return any(r[:2] == b"\x03\x04" and r[2:6] == b"3.00" for r in card.fs.records_by_sfi(ef[:-1], ISSUER_DATA_SFI))
 
 
 def _pin_guard(base):
@@ -74,10 +74,7 @@ def _change_guard(base):
 
 def extension_entry(card, df, fid: int) -> tuple[int, int] | None:
     """(access byte, maximum size) that the extension directory of df gives DF fid, if listed."""
-    ef = card.fs.ef_by_sfi(df, DIRECTORY_SFI)
-    if ef is None:
-        return None
-    for rec in card.fs.body(ef):
+    for rec in card.fs.records_by_sfi(df, DIRECTORY_SFI):
         if rec[:1] == bytes([DIRECTORY_TAG]) and len(rec) == 7 and int.from_bytes(rec[2:4], "big") == fid:
             return rec[4], int.from_bytes(rec[5:7], "big")
     return None

@@ -12,7 +12,7 @@ from . import sw
 from .access import SecurityState
 from .apdu import Apdu
 from .crypto import Algorithm, mac4, mac_equal
-from .files import KeyRecord
+from .files import MAX_ANSWER, KeyRecord
 from .filesystem import MF, AppState, FileSystem, Path
 from .nvm import PowerLoss, Store
 from .sw import CardError
@@ -194,6 +194,9 @@ class Card:
             return data.data + data.sw.to_bytes(2, "big")
         if not data:
             return b"\x90\x00"
+        if len(data) > MAX_ANSWER:
+            # No Le asks for more than 256 bytes: a 6Cxx here would send the terminal round in circles.
+            raise CardError(sw.WRONG_LENGTH, f"an answer of {len(data)} bytes does not fit a short APDU")
         if cmd.le is not None and cmd.le < len(data):
             raise CardError(sw.wrong_le(len(data)))
         if self.config.t0_get_response and cmd.lc_present and cmd.ins != 0xC0:

@@ -17,8 +17,10 @@ import construct as c
 from . import sw
 from .crypto import ALGORITHM_BY_ID, Algorithm
 from .sw import CardError
+from .tlv import tlv
 
 MF_FID = 0x3F00
+MAX_ANSWER = 256  # data bytes of a short APDU's answer
 
 TYPE_DF = 0x38
 TYPE_KEYFILE = 0x3F
@@ -110,6 +112,17 @@ class DedicatedFile(FileSpec):
         """The SFI whose contents SELECT returns as proprietary FCI (app-file-id b8 set)."""
         return self.app_file_id & 0x1F if self.app_file_id != 0xFF and self.app_file_id & 0x80 else None
 
+    def fci(self, proprietary: bytes | None = None) -> bytes:
+        """The FCI SELECT answers: 6F {84 name | 83 FID} [A5 proprietary data from the app file]."""
+        inner = tlv(0x84, self.name) if self.name else tlv(0x83, self.fid.to_bytes(2, "big"))
+        if proprietary is not None:
+            inner += tlv(0xA5, proprietary)
+        return tlv(0x6F, inner)
+
+    def fci_fits(self, app_file: ElementaryFile) -> bool:
+        """True when SELECT's answer stays within a short answer however full app_file gets."""
+        return len(self.fci(bytes(app_file.max_contents))) <= MAX_ANSWER
+
 
 @dataclass(frozen=True)
 class KeyFile(FileSpec):
@@ -162,6 +175,11 @@ class ElementaryFile(FileSpec):
     def empty_body(self):
         return ()
 
+    @property
+    def max_contents(self) -> int:
+        """The most data bytes the file can hold."""
+        raise NotImplementedError
+
     @staticmethod
     def _flags(type_byte: int) -> dict:
         return dict(mac=bool(type_byte & FLAG_MAC), enc=bool(type_byte & FLAG_ENC))
@@ -175,6 +193,10 @@ class _SizedEF(ElementaryFile):
 
     def cost(self) -> int:
         return 8 + self.size
+
+    @property
+    def max_contents(self) -> int:
+        return self.size
 
     def create_data(self) -> bytes:
         return _SIZED_EF.build(dict(type=self.type_byte, size=self.size, read=self.read_right,
@@ -217,6 +239,10 @@ class LinearFixedEF(ElementaryFile):
 
     def cost(self) -> int:
         return 8 + self.count * (self.rec_len + 1)
+
+    @property
+    def max_contents(self) -> int:
+        return self.count * self.rec_len
 
     def create_data(self) -> bytes:
         return _RECORD_EF.build(dict(type=self.type_byte, count=self.count, rec_len=self.rec_len,
@@ -344,14 +370,14 @@ class KeyRecord:
         base = t & 0x3F
         if not 0x30 <= base <= 0x3F:
             raise CardError(sw.WRONG_DATA, f"unknown key type {t:02X}")
+        if base in _COUNTED:
+            _check_counter(b4)
         if base == KEY_PIN:
             _check_pin(value)
             return cls(t, key_id, use, 0xEF, value, Algorithm.TDES, b3 & 0x0F, b4 >> 4, b4 & 0x0F)
         if len(value) not in (8, 16):
             raise CardError(sw.WRONG_LENGTH, f"key value must be 8 or 16 bytes, not {len(value)}")
         if base in _COUNTED:
-            if b4 >> 4 == 0 or (b4 & 0x0F) > (b4 >> 4):
-                raise CardError(sw.WRONG_DATA, f"error counter {b4:02X} is not max/remaining")
             alg = _alg_for(value, None, default_alg)
             state = b3 & 0x0F if base == KEY_EXTERNAL else 0
             return cls(t, key_id, use, change, value, alg, state, b4 >> 4, b4 & 0x0F)
@@ -365,6 +391,12 @@ def _alg_for(value: bytes, alg_byte: int | None, default: Algorithm) -> Algorith
     if named is Algorithm.SM4 or named is Algorithm.TDES:
         return named
     return default
+
+
+def _check_counter(counter: int) -> None:
+    # PINs and counted keys alike: a maximum of at least one try, and no more left than that.
+    if counter >> 4 == 0 or (counter & 0x0F) > (counter >> 4):
+        raise CardError(sw.WRONG_DATA, f"error counter {counter:02X} is not max/remaining")
 
 
 def _check_pin(value: bytes) -> None:

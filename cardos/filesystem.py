@@ -10,7 +10,7 @@ import enum
 from collections.abc import Iterator
 
 from . import sw
-from .files import MF_FID, DedicatedFile, ElementaryFile, FileSpec, KeyFile, KeyRecord
+from .files import MAX_ANSWER, MF_FID, DedicatedFile, ElementaryFile, FileSpec, KeyFile, KeyRecord
 from .nvm import Store
 from .sw import CardError
 
@@ -89,6 +89,13 @@ class FileSystem:
         """The working EF of df whose SFI is sfi (the lowest FID, should two share it)."""
         self._index()
         return self._sfis.get(df, {}).get(sfi)
+
+    def records_by_sfi(self, df: Path, sfi: int) -> tuple[bytes, ...]:
+        """The records of df's record EF with that SFI; none when the SFI names no file or a binary one."""
+        path = self.ef_by_sfi(df, sfi)
+        if path is None or not self.spec(path).RECORDS:
+            return ()
+        return self.body(path)
 
     def df_by_name(self, name: bytes, near: Path) -> Path | None:
         """A DF by name: exact match first, nearest to `near` first, then a right-truncated match."""
@@ -176,6 +183,9 @@ class FileSystem:
             raise CardError(sw.WRONG_P1P2, "a sibling DF has that name")
         if isinstance(spec, KeyFile) and self.key_file(df) is not None:
             raise CardError(sw.WRONG_P1P2, "the DF has a key file already")
+        if isinstance(spec, ElementaryFile) and spec.sfi == self.spec(df).fci_sfi and not self.spec(df).fci_fits(spec):
+            raise CardError(sw.WRONG_DATA, f"as the DF's FCI file, EF {spec.fid:04X} could make SELECT answer "
+                                           f"more than {MAX_ANSWER} bytes")
         if spec.cost() > self.free(df):
             raise CardError(sw.NOT_ENOUGH_MEMORY, f"{spec.cost()} bytes asked, {self.free(df)} free")
         path = df + (spec.fid,)

@@ -4,37 +4,51 @@ Keys and PINs are stored in clear under fields named "secret_value", and the doc
 at its top: an image is a card, and is protected like one. Writes are atomic (temporary file,
 fsync, rename), so a crash leaves the old image or the new one. A torn commit buffer is saved
 as it is and finished or dropped when the card next powers on.
+
+Loading trusts nothing: the text must be UTF-8 JSON of the document's shape, carry the SHA-256
+digest of its contents (schema 2; schema 1 images have none and are read as they are), and
+describe a state the card OS could be in (cardos.invariants). Any failure is one ImageError
+naming the place; the file is never touched.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path as FsPath
 from typing import Any
 
-from .card import CARD_BLOCKED, Card, CosConfig, UnknownApplet
+from . import jsonshape as js
+from .card import CARD_BLOCKED, FAULTS, Card, CosConfig, UnknownApplet
 from .crypto import Algorithm
-from .files import ElementaryFile, KeyRecord, TransparentEF, parse_create
+from .files import (CyclicEF, DedicatedFile, KeyFile, KeyRecord, LinearFixedEF, TransparentEF, VariableRecordEF,
+                    parse_create)
+from .invariants import Broken, check_state, describe, path_text
 from .nvm import DELETED, Store
 from .sw import CardError
 
 FORMAT = "sscard-card-image"
-SCHEMA = 1
+SCHEMA = 2
 SECRETS_NOTE = ("This card image holds the card's keys and PINs in clear (fields 'secret_value'). "
                 "Protect it as you would the card.")
+DIGEST_PREFIX = "sha256:"
+MAX_IMAGE_BYTES = 16 << 20  # a full 64 KiB card takes well under 2 MiB of JSON
 
 
 class ImageError(ValueError):
     """A card image that cannot be loaded; the message names the file and the place."""
 
 
+class DamagedImage(ImageError):
+    """An image whose contents no longer match the digest saved with them."""
+
+
+class SaveError(Exception):
+    """A card image that cannot be written; the message names the file and why (nothing was written)."""
 # ---- encoding ---------------------------------------------------------------------------
-
-def _path(p: tuple[int, ...]) -> str:
-    return "/".join(f"{fid:04X}" for fid in p)
-
 
 def _unpath(s: str) -> tuple[int, ...]:
     return tuple(int(part, 16) for part in s.split("/"))
@@ -43,20 +57,20 @@ def _unpath(s: str) -> tuple[int, ...]:
 def _encode(key: tuple, value: Any) -> dict:
     kind = key[0]
     if kind == "H":
-        return {"file": _path(key[1]), "kind": value.KIND, "create": value.create_data().hex().upper()}
+        return {"file": path_text(key[1]), "kind": value.KIND, "create": value.create_data().hex().upper()}
     if kind == "B":
         if isinstance(value, bytes):
-            return {"contents": _path(key[1]), "binary": value.hex().upper()}
-        return {"contents": _path(key[1]), "records": [r.hex().upper() for r in value]}
+            return {"contents": path_text(key[1]), "binary": value.hex().upper()}
+        return {"contents": path_text(key[1]), "records": [r.hex().upper() for r in value]}
     if kind == "K":
         r: KeyRecord = value
-        return {"key": _path(key[1]), "type": f"{r.type:02X}", "id": f"{r.id:02X}",
+        return {"key": path_text(key[1]), "type": f"{r.type:02X}", "id": f"{r.id:02X}",
                 "use": f"{r.use_right:02X}", "change": f"{r.change_right:02X}",
                 "algorithm": r.algorithm.value, "next_state": r.next_state,
                 "max_tries": r.max_tries, "tries_left": r.tries_left, "version": r.version,
                 "alg_byte": f"{r.alg_byte:02X}", "secret_value": r.value.hex().upper()}
     if kind == "A":
-        return {"application": _path(key[1]), "state": int(value)}
+        return {"application": path_text(key[1]), "state": int(value)}
     if key == CARD_BLOCKED:
         return {"card_blocked": bool(value)}
     raise ValueError(f"unknown store entry {key!r}")
@@ -113,9 +127,9 @@ def _order(e: dict) -> tuple:
 def _deleted_entry(key: tuple) -> dict:
     kind = key[0]
     if kind == "K":
-        return {"deleted": "key", "df": _path(key[1]), "type": f"{key[2]:02X}", "id": f"{key[3]:02X}"}
+        return {"deleted": "key", "df": path_text(key[1]), "type": f"{key[2]:02X}", "id": f"{key[3]:02X}"}
     if kind in ("H", "B", "A"):
-        return {"deleted": kind, "path": _path(key[1])}
+        return {"deleted": kind, "path": path_text(key[1])}
     return {"deleted": "card_blocked"}
 
 
@@ -128,71 +142,169 @@ def _undelete_key(d: dict) -> tuple:
     return CARD_BLOCKED
 
 
-def from_document(doc: dict, where: str = "image") -> Card:
-    """Rebuild a card from its JSON document; ImageError names what is wrong."""
+# ---- the document's shape ---------------------------------------------------------------
+
+_PATH = js.Pattern(r"[0-9A-Fa-f]{4}(/[0-9A-Fa-f]{4}){0,4}", "a file path of FIDs such as 3F00/DF01/0005")
+_BYTE = js.Hex(1, 1)
+_KINDS = tuple(k.KIND for k in (DedicatedFile, KeyFile, TransparentEF, VariableRecordEF, LinearFixedEF, CyclicEF))
+_ALGORITHMS = tuple(a.value for a in Algorithm)
+_MAX_ENTRIES = 1 << 16
+_APPLET = js.Pattern(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", "an applet name (letters, digits, . _ -)")
+
+_FILE = js.Obj({"file": _PATH, "kind": js.Str(_KINDS), "create": js.Hex(1, 24)})
+_BINARY = js.Obj({"contents": _PATH, "binary": js.Hex(0, 0xFFFF)})
+_RECORDS = js.Obj({"contents": _PATH, "records": js.List(js.Hex(1, 255), 0x8000)})
+_KEY = js.Obj({"key": _PATH, "type": _BYTE, "id": _BYTE, "use": _BYTE, "change": _BYTE,
+               "algorithm": js.Str(_ALGORITHMS), "next_state": js.Int(0, 15), "max_tries": js.Int(0, 15),
+               "tries_left": js.Int(0, 15), "version": js.Int(0, 255), "alg_byte": _BYTE,
+               "secret_value": js.Hex(1, 16)})
+_APPLICATION = js.Obj({"application": _PATH, "state": js.Int(0, 2)})
+_BLOCK_FLAG = js.Obj({"card_blocked": js.Bool()})
+_ENTRY_CASES = (("file", None, _FILE), ("key", None, _KEY), ("application", None, _APPLICATION),
+                ("card_blocked", None, _BLOCK_FLAG), ("binary", None, _BINARY), ("records", None, _RECORDS),
+                ("contents", None, _BINARY))
+_DELETED_PATH = js.Obj({"deleted": js.Str(("H", "B", "A")), "path": _PATH})
+_DELETED_CASES = (("deleted", "key", js.Obj({"deleted": js.Str(("key",)), "df": _PATH, "type": _BYTE, "id": _BYTE})),
+                  ("deleted", "H", _DELETED_PATH), ("deleted", "B", _DELETED_PATH), ("deleted", "A", _DELETED_PATH),
+                  ("deleted", "card_blocked", js.Obj({"deleted": js.Str(("card_blocked",))})))
+_CONFIG = js.Obj({"capacity": js.Int(1024, 0xFFFF + 11), "atr": js.Hex(2, 33), "t0_get_response": js.Bool(),
+                  "wrong_mac_sw": js.Hex(2, 2), "key_algorithm": js.Str(_ALGORITHMS),
+                  "applets": js.List(_APPLET, 16), "faults": js.List(js.Str(tuple(FAULTS)), len(FAULTS))})
+_FIELDS = {
+    "format": js.Str((FORMAT,)), "schema": js.Int(1, SCHEMA), "digest": js.Pattern(r"sha256:[0-9a-f]{64}", "sha256:…"),
+    "secrets": js.Str(), "config": _CONFIG, "eeprom_used": js.Int(0, 0xFFFF + 11),
+    "entries": js.List(js.Variants(_ENTRY_CASES), _MAX_ENTRIES),
+    "commit_buffer": js.Obj({"committed": js.Bool(),
+                             "entries": js.List(js.Variants(_DELETED_CASES + _ENTRY_CASES), _MAX_ENTRIES)}),
+}
+DOCUMENT = js.Obj(_FIELDS)
+# Schema 1 had no digest and could leave out what later versions always write.
+DOCUMENT_1 = js.Obj({**{k: v for k, v in _FIELDS.items() if k != "digest"},
+                     "config": js.Obj(_CONFIG.fields, optional=frozenset({"applets", "faults"}))},
+                    optional=frozenset({"secrets", "eeprom_used", "entries", "commit_buffer"}))
+
+
+# ---- digest ---------------------------------------------------------------------------------
+
+def digest(doc: dict) -> str:
+    """The digest a document carries: SHA-256 of its canonical JSON, the digest field left out."""
+    content = {k: v for k, v in doc.items() if k != "digest"}
+    canonical = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
+                           default=lambda o: o.text if isinstance(o, js.BadNumber) else str(o))
+    return DIGEST_PREFIX + hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def sealed(doc: dict) -> dict:
+    """The document with its digest, placed after the schema so a reader meets it early."""
+    out = {}
+    for k, v in doc.items():
+        if k != "digest":
+            out[k] = v
+        if k == "schema":
+            out["digest"] = digest(doc)
+    return out
+
+
+# ---- decoding -------------------------------------------------------------------------------
+
+def from_document(doc: Any, where: str = "image", verify: bool = True) -> Card:
+    """Rebuild a card from its JSON document; ImageError names what is wrong.
+
+    verify=False skips only the digest (image repair --accept, after a deliberate hand edit)."""
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ImageError(f"{where}: not an sscard card image (format field missing or wrong)")
     schema = doc.get("schema")
-    if not isinstance(schema, int):
+    if type(schema) is not int:
         raise ImageError(f"{where}: schema version missing")
     if schema > SCHEMA:
         raise ImageError(f"{where}: schema {schema} is newer than this sscard understands ({SCHEMA}); upgrade sscard")
+    if schema >= 2 and verify:
+        _check_digest(doc, where)
     try:
-        c = doc["config"]
-        config = CosConfig(capacity=int(c["capacity"]), atr=bytes.fromhex(c["atr"]),
-                           t0_get_response=bool(c["t0_get_response"]),
-                           wrong_mac_sw=int(c["wrong_mac_sw"], 16),
-                           key_algorithm=Algorithm(c["key_algorithm"]),
-                           applets=tuple(str(a) for a in c.get("applets", ())),
-                           faults=frozenset(str(f) for f in c.get("faults", ())))
-    except (KeyError, TypeError, ValueError) as e:
-        raise ImageError(f"{where}: config: {e}") from None
-    data = {}
-    for i, entry in enumerate(doc.get("entries", [])):
-        try:
-            k, v = _decode(entry)
-        except (KeyError, TypeError, ValueError, CardError) as e:
-            raise ImageError(f"{where}: entries[{i}]: {e}") from None
-        data[k] = v
-    buffer = []
+        js.check(DOCUMENT if schema >= 2 else DOCUMENT_1, doc)
+    except js.ShapeError as e:
+        raise ImageError(f"{where}: {e}") from None
+    config = _config(doc["config"], where)
+    data, places = _entries(doc.get("entries", []), "entries", where)
     cb = doc.get("commit_buffer", {"committed": False, "entries": []})
-    for i, entry in enumerate(cb.get("entries", [])):
-        try:
-            if "deleted" in entry:
-                buffer.append((_undelete_key(entry), DELETED))
-            else:
-                buffer.append(_decode(entry))
-        except (KeyError, TypeError, ValueError, CardError) as e:
-            raise ImageError(f"{where}: commit_buffer.entries[{i}]: {e}") from None
-    committed = bool(cb.get("committed", False))
-    # Check the state the card will have once power-on finishes or drops the torn commit.
+    buffer, buffer_places = _buffer(cb["entries"], where)
+    # Hold to the card's rules the state it will have once power-on finishes or drops the torn commit.
     recovered = dict(data)
-    if committed:
+    if cb["committed"]:
+        places.update(buffer_places)
         for k, v in buffer:
             if v is DELETED:
                 recovered.pop(k, None)
             else:
                 recovered[k] = v
-    _check_consistent(recovered, where)
     try:
-        return Card(Store(data, buffer, committed), config)
+        check_state(recovered, config)
+    except Broken as e:
+        raise ImageError(f"{where}: {_place(e, places)}: {e}") from None
+    try:
+        card = Card(Store(data, buffer, cb["committed"]), config)
     except UnknownApplet as e:
-        raise ImageError(f"{where}: {e}") from None
+        raise ImageError(f"{where}: config.applets: {e}") from None
+    if "eeprom_used" in doc and doc["eeprom_used"] != card.fs.used():
+        raise ImageError(f"{where}: eeprom_used: says {doc['eeprom_used']} bytes, the files take {card.fs.used()}")
+    return card
 
 
-def _check_consistent(data: dict, where: str) -> None:
-    for key, spec in data.items():
-        if key[0] != "H":
-            continue
-        path = key[1]
-        if len(path) > 1 and ("H", path[:-1]) not in data:
-            raise ImageError(f"{where}: file {_path(path)} has no parent")
-        if isinstance(spec, ElementaryFile):
-            body = data.get(("B", path))
-            if body is None:
-                raise ImageError(f"{where}: file {_path(path)} has no contents")
-            if isinstance(spec, TransparentEF) and len(body) != spec.size:
-                raise ImageError(f"{where}: file {_path(path)} holds {len(body)} bytes, its size is {spec.size}")
+def _check_digest(doc: dict, where: str) -> None:
+    found = doc.get("digest")
+    if not isinstance(found, str):
+        raise DamagedImage(f"{where}: image damaged: its digest is missing")
+    if found != digest(doc):
+        raise DamagedImage(f"{where}: image damaged: its contents do not match its digest "
+                           f"(after a deliberate edit: sscard image repair {where} --accept)")
+
+
+def _config(c: dict, where: str) -> CosConfig:
+    try:
+        return CosConfig(capacity=c["capacity"], atr=bytes.fromhex(c["atr"]),
+                         t0_get_response=c["t0_get_response"], wrong_mac_sw=int(c["wrong_mac_sw"], 16),
+                         key_algorithm=Algorithm(c["key_algorithm"]), applets=tuple(c.get("applets", ())),
+                         faults=frozenset(c.get("faults", ())))
+    except ValueError as e:
+        raise ImageError(f"{where}: config: {e}") from None
+
+
+def _entries(entries: list, name: str, where: str) -> tuple[dict, dict]:
+    data, places = {}, {}
+    for i, entry in enumerate(entries):
+        place = f"{name}[{i}]"
+        try:
+            k, v = _decode(entry)
+        except CardError as e:
+            raise ImageError(f"{where}: {place}: {e.why or 'not a file the card takes'}") from None
+        if k in data:
+            raise ImageError(f"{where}: {place}: a second entry for the {describe(k)}")
+        data[k], places[k] = v, place
+    return data, places
+
+
+def _buffer(entries: list, where: str) -> tuple[list, dict]:
+    buffer, places = [], {}
+    for i, entry in enumerate(entries):
+        place = f"commit_buffer.entries[{i}]"
+        try:
+            k, v = (_undelete_key(entry), DELETED) if "deleted" in entry else _decode(entry)
+        except CardError as e:
+            raise ImageError(f"{where}: {place}: {e.why or 'not a file the card takes'}") from None
+        buffer.append((k, v))
+        places[k] = place
+    return buffer, places
+
+
+# Names of KeyRecord fields in the document.
+_KEY_FIELDS = {"type": "type", "id": "id", "use_right": "use", "change_right": "change", "value": "secret_value",
+               "algorithm": "algorithm", "next_state": "next_state", "max_tries": "max_tries",
+               "tries_left": "tries_left", "version": "version", "alg_byte": "alg_byte"}
+
+
+def _place(e: Broken, places: dict) -> str:
+    place = places.get(e.key, "entries")
+    return f"{place}.{_KEY_FIELDS.get(e.field, e.field)}" if e.field else place
 
 
 # ---- files ------------------------------------------------------------------------------
@@ -207,29 +319,35 @@ def remove_stale_temps(directory: str | os.PathLike, name: str = "") -> int:
         try:
             p.unlink()
             n += 1
-        except FileNotFoundError:
-            pass
+        except OSError:
+            pass  # gone already, or a directory we may not write: cleaning up is best effort
     return n
 
 
 def save(card: Card, path: str | os.PathLike) -> None:
-    """Write the card image atomically: the old file stays whole until the new one is."""
+    """Write the card image atomically, keeping the file's mode (0600 for a new one); SaveError when it cannot."""
     target = FsPath(path)
-    text = json.dumps(to_document(card), indent=1, ensure_ascii=False) + "\n"
+    mode = _mode_for(target)
+    text = json.dumps(sealed(to_document(card)), indent=1, ensure_ascii=False) + "\n"
     directory = target.parent if str(target.parent) else FsPath(".")
-    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{target.name}.", suffix=".tmp", dir=directory)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{target.name}.", suffix=".tmp", dir=directory)
+    except OSError as e:
+        raise SaveError(f"{path}: cannot write in {directory}: {e.strerror}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o600)
+        os.chmod(tmp, mode)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(e, OSError):
+            raise SaveError(f"{path}: cannot save: {e.strerror or e}") from None
         raise
     dfd = os.open(directory, os.O_RDONLY)
     try:
@@ -238,14 +356,62 @@ def save(card: Card, path: str | os.PathLike) -> None:
         os.close(dfd)
 
 
-def load(path: str | os.PathLike) -> Card:
-    """Read a card image; ImageError when it is missing, corrupt or of a newer schema."""
+def _mode_for(target: FsPath) -> int:
     try:
-        text = FsPath(path).read_text(encoding="utf-8")
+        st = target.stat()
+    except FileNotFoundError:
+        return 0o600
+    except OSError as e:
+        raise SaveError(f"{target}: cannot save: {e.strerror}") from None
+    mode = stat.S_IMODE(st.st_mode)
+    # Renaming over a file needs no write permission on it; a read-only image says: leave me be.
+    if not mode & 0o222:
+        raise SaveError(f"{target}: cannot save: the image is read-only (mode {mode:04o})")
+    return mode
+
+
+def load(path: str | os.PathLike, verify: bool = True) -> Card:
+    """Read a card image without changing it; ImageError when it is missing, damaged, invalid or newer."""
+    return from_document(read_document(path), str(path), verify)
+
+
+def read_document(path: str | os.PathLike) -> Any:
+    """The JSON document of an image file, every number exact; ImageError when it is not one."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_IMAGE_BYTES + 1)
     except OSError as e:
         raise ImageError(f"{path}: {e.strerror}") from None
+    if len(raw) > MAX_IMAGE_BYTES:
+        raise ImageError(f"{path}: larger than {MAX_IMAGE_BYTES >> 20} MiB, far more than any card holds")
     try:
-        doc = json.loads(text)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ImageError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    try:
+        return json.loads(text, parse_float=js.BadNumber, parse_int=_int, parse_constant=js.BadNumber,
+                          object_pairs_hook=_no_duplicates)
     except json.JSONDecodeError as e:
         raise ImageError(f"{path}: not valid JSON (line {e.lineno}, column {e.colno}): {e.msg}") from None
-    return from_document(doc, str(path))
+    except _DuplicateField as e:
+        raise ImageError(f"{path}: field {e} appears twice in one object") from None
+    except RecursionError:
+        raise ImageError(f"{path}: nested too deeply to be a card image") from None
+
+
+def _int(text: str) -> int | js.BadNumber:
+    # Python refuses to convert more than 4300 digits; no field of a card needs more than 5.
+    return int(text) if len(text) <= 20 else js.BadNumber(text)
+
+
+class _DuplicateField(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list) -> dict:
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateField(repr(k))
+        out[k] = v
+    return out

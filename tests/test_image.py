@@ -28,7 +28,8 @@ def test_round_trip_keeps_every_byte_and_counter(tmp_path):
 def test_image_is_readable_json_with_schema_and_marked_secrets(tmp_path):
     image.save(demo_card(), tmp_path / "c.json")
     doc = json.loads((tmp_path / "c.json").read_text())
-    assert doc["format"] == "sscard-card-image" and doc["schema"] == 1
+    assert doc["format"] == "sscard-card-image" and doc["schema"] == 2
+    assert doc["digest"] == image.digest(doc)
     assert "secret_value" in doc["secrets"]
     keys = [e for e in doc["entries"] if "key" in e]
     assert keys and all("secret_value" in k for k in keys)
@@ -46,7 +47,7 @@ def test_failed_save_leaves_the_old_image_whole(tmp_path, monkeypatch):
     card = demo_card()
     select_demo(card)
     sw(card, "0020000003999999")
-    with pytest.raises(OSError):
+    with pytest.raises(image.SaveError, match="disk full"):
         image.save(card, path)
     assert path.read_text() == old
     assert [p.name for p in tmp_path.iterdir()] == ["c.json"]
@@ -74,7 +75,7 @@ def test_corrupt_images_are_refused_with_the_place_named(tmp_path, mutate, messa
     image.save(demo_card(), path)
     doc = json.loads(path.read_text())
     mutate(doc)
-    path.write_text(json.dumps(doc))
+    path.write_text(json.dumps(image.sealed(doc)))
     with pytest.raises(ImageError, match=message):
         image.load(path)
 

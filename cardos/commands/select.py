@@ -8,7 +8,6 @@ from ..card import Reply
 from ..files import MF_FID, DedicatedFile, ElementaryFile, KeyFile, TransparentEF
 from ..filesystem import MF, AppState, Path
 from ..sw import CardError
-from ..tlv import tlv
 
 
 def select(card, cmd: Apdu) -> bytes:
@@ -64,13 +63,9 @@ def _by_fid(card, cmd: Apdu) -> Path | None:
 
 
 def fci(card, path: Path, spec: DedicatedFile) -> bytes:
-    """FCI of a DF: 6F {84 name | 83 FID} [A5 proprietary data from its app file]."""
-    inner = tlv(0x84, spec.name) if spec.name else tlv(0x83, spec.fid.to_bytes(2, "big"))
-    if spec.fci_sfi is not None:
-        app = card.fs.ef_by_sfi(path, spec.fci_sfi)
-        if app is not None:
-            inner += tlv(0xA5, _contents(card, app))
-    return tlv(0x6F, inner)
+    """FCI of a DF, with the contents of its app file (if it has one) as proprietary data."""
+    app = card.fs.ef_by_sfi(path, spec.fci_sfi) if spec.fci_sfi is not None else None
+    return spec.fci(_contents(card, app) if app is not None else None)
 
 
 def _contents(card, path: Path) -> bytes:
