@@ -290,10 +290,14 @@ def _decode(path: str, raw: bytes, encoding: str) -> str:
     try:
         return raw.decode(codec)
     except UnicodeDecodeError as e:
-        head = raw[: e.start]
+        start = e.start
+        # Foreign bytes can pass for a character or two before the decoder stops: name the start of the run.
+        while start > 0 and raw[start - 1] >= 0x80:
+            start -= 1
+        head = raw[:start]
         line = head.count(b"\n") + 1
         col = len(head[head.rfind(b"\n") + 1:].decode(codec, errors="replace")) + 1
-        raise CsvError(f"{path}: line {line}, column {col}: byte 0x{raw[e.start]:02X} is not {encoding.upper()}; "
+        raise CsvError(f"{path}: line {line}, column {col}: byte 0x{raw[start]:02X} is not {encoding.upper()}; "
                        f"{_looks_like(raw, encoding)}") from None
     except LookupError:
         raise CsvError(f"{path}: unknown encoding {encoding!r} (one of {', '.join(ENCODINGS)})") from None

@@ -227,7 +227,7 @@ class Owner:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 512).decode("utf-8", "replace").strip() or "another process (starting up)"
+            holder = _holder(fd)
             os.close(fd)
             raise JournalError(f"{journal_path} is in use by {holder}; wait for it to finish or stop it") from None
         os.ftruncate(fd, 0)
@@ -239,3 +239,13 @@ class Owner:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def _holder(fd: int) -> str:
+    """The holder's line from the lock file; a holder that has just taken the lock writes it within moments."""
+    for _ in range(40):
+        text = os.pread(fd, 512, 0).decode("utf-8", "replace").strip()
+        if text:
+            return text
+        time.sleep(0.05)
+    return "another process"

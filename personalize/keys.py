@@ -203,10 +203,12 @@ def load_key_file(path: str | os.PathLike, passphrase: str | None = None) -> Sof
         raise KeyFileError(f"{path}: no passphrase (set {PASSPHRASE_ENV} or answer the prompt)")
     try:
         with open(path, "rb") as f:
-            refuse_loose_rights(path, os.fstat(f.fileno()).st_mode)
-            doc = json.loads(f.read())
+            mode, raw = os.fstat(f.fileno()).st_mode, f.read()
     except OSError as e:
         raise KeyFileError(f"{path}: {e.strerror}") from None
+    refuse_loose_rights(path, mode)
+    try:
+        doc = json.loads(raw)
     except ValueError:
         raise KeyFileError(f"{path}: not a key file (not JSON)") from None
     if doc.get("format") != FORMAT:
