@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field as dataclass_field
 
 from applets.encoding import ItemError, check_card_number, check_citizen_id, split_name
 
@@ -45,7 +45,7 @@ class Rules:
     """What a plausible date is: from 1900 to 2099, birth not after today, issue not beyond
     today + margin. `today` is fixed when the rules are made, so one batch checks with one date."""
 
-    today: dt.date = field(default_factory=dt.date.today)
+    today: dt.date = dataclass_field(default_factory=dt.date.today)
     issue_margin_days: int = 31
     earliest: dt.date = dt.date(1900, 1, 1)
     latest: dt.date = dt.date(2099, 12, 31)

@@ -18,9 +18,9 @@ from hypothesis import strategies as st
 from cli import main
 from personalize import batch, cardholders, crash
 from personalize.audit import verify
-from personalize.journal import Journal, JournalError, Owner
-from personalize.keys import KeyFileError, KeyRef, SoftwareKeys, load_key_file, save_key_file
-from tests.ss import keys, prof
+from personalize.journal import Journal, JournalError
+from personalize.keys import KeyFileError, SoftwareKeys, load_key_file, save_key_file
+from tests.ss import key_file, keys, prof
 
 ROOT = Path(__file__).resolve().parent.parent
 PASS = "integrity test passphrase"
@@ -41,6 +41,12 @@ def _opts(folder, csv_path, **kw):
                          str(folder / "cards"), **kw)
 
 
+def _run_args(folder, csv_path, keyfile):
+    """`sscard perso run` as a separate process, its journal, log and cards in folder."""
+    return [sys.executable, "-m", "cli", "perso", "run", "--cardholders", csv_path, "--keys", keyfile,
+            "--out-dir", str(folder), "--journal", str(folder / "journal.sqlite"), "--audit", str(folder / "audit.jsonl")]
+
+
 def _problems(folder, provider=None):
     j = Journal(str(folder / "journal.sqlite"), create=False)
     try:
@@ -56,11 +62,7 @@ def _events(folder, event):
 
 @pytest.fixture
 def keyfile(tmp_path):
-    provider = keys()
-    path = tmp_path / "keys.json"
-    save_key_file(path, {n: (provider.algorithm(KeyRef(n)), provider.value_for_plain_load(KeyRef(n)), 1)
-                         for n in provider.names()}, PASS)
-    return str(path)
+    return key_file(tmp_path / "keys.json", PASS)
 
 
 # ---- 1. one card number, one SSN, across batches, whatever the spaces ---------------------------------
@@ -120,9 +122,7 @@ def test_a_second_process_is_refused_with_the_holders_name_and_a_dead_holder_fre
 
 def test_two_resumes_at_once_never_make_a_card_twice(tmp_path, keyfile):
     csv_path = _write(tmp_path / "h.csv", cardholders.generate(40, seed=4))
-    args = [sys.executable, "-m", "cli", "perso", "run", "--cardholders", csv_path, "--keys", keyfile,
-            "--out-dir", str(tmp_path), "--journal", str(tmp_path / "journal.sqlite"),
-            "--audit", str(tmp_path / "audit.jsonl")]
+    args = _run_args(tmp_path, csv_path, keyfile)
     env = dict(os.environ, SSCARD_KEYS_PASSPHRASE=PASS)
     first = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while _done(tmp_path) < 2 and first.poll() is None:
@@ -160,9 +160,7 @@ def test_a_card_is_claimed_once(tmp_path):
 def test_sigkill_between_journal_done_and_audit_line_is_recovered_on_resume(tmp_path, keyfile):
     holders = cardholders.generate(5, seed=6)
     csv_path = _write(tmp_path / "h.csv", holders)
-    args = [sys.executable, "-m", "cli", "perso", "run", "--cardholders", csv_path, "--keys", keyfile,
-            "--out-dir", str(tmp_path), "--journal", str(tmp_path / "journal.sqlite"),
-            "--audit", str(tmp_path / "audit.jsonl")]
+    args = _run_args(tmp_path, csv_path, keyfile)
     env = dict(os.environ, SSCARD_KEYS_PASSPHRASE=PASS)
     # Append 1 is batch-start, 2 the first card, 3 the second: killed after its journal "done".
     killed = subprocess.run(args, cwd=ROOT, env=dict(env, SSCARD_TEST_CRASH="audit-append:3"), capture_output=True)
@@ -262,9 +260,7 @@ def test_verify_finds_two_lines_swapped(logged):
 
 def test_verify_finds_a_batch_without_its_end(tmp_path, keyfile):
     csv_path = _write(tmp_path / "h.csv", cardholders.generate(3, seed=9))
-    args = [sys.executable, "-m", "cli", "perso", "run", "--cardholders", csv_path, "--keys", keyfile,
-            "--out-dir", str(tmp_path), "--journal", str(tmp_path / "journal.sqlite"),
-            "--audit", str(tmp_path / "audit.jsonl")]
+    args = _run_args(tmp_path, csv_path, keyfile)
     env = dict(os.environ, SSCARD_KEYS_PASSPHRASE=PASS, SSCARD_TEST_CRASH="claimed:2")
     assert subprocess.run(args, cwd=ROOT, env=env, capture_output=True).returncode == -signal.SIGKILL
     r = cli("audit", "verify", str(tmp_path / "audit.jsonl"), "--journal", str(tmp_path / "journal.sqlite"),
@@ -338,9 +334,7 @@ def test_real_sigkills_at_chosen_points_then_resume(tmp_path_factory, keyfile, k
     folder = tmp_path_factory.mktemp("sigkills")
     holders = cardholders.generate(5, seed=13)
     csv_path = _write(folder / "h.csv", holders)
-    args = [sys.executable, "-m", "cli", "perso", "run", "--cardholders", csv_path, "--keys", keyfile,
-            "--out-dir", str(folder), "--journal", str(folder / "journal.sqlite"),
-            "--audit", str(folder / "audit.jsonl")]
+    args = _run_args(folder, csv_path, keyfile)
     env = dict(os.environ, SSCARD_KEYS_PASSPHRASE=PASS)
     for point, nth in kills + [(None, 0)]:
         resume = ["--resume"] if (folder / "audit.jsonl").exists() else []
