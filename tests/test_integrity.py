@@ -65,6 +65,10 @@ def keyfile(tmp_path):
     return key_file(tmp_path / "keys.json", PASS)
 
 
+class Killed(BaseException):
+    """An in-process stand-in for SIGKILL: no handler of the batch catches it."""
+
+
 # ---- 1. one card number, one SSN, across batches, whatever the spaces ---------------------------------
 
 def test_a_trailing_space_does_not_make_a_second_card_across_batches(tmp_path):
@@ -178,6 +182,28 @@ def test_sigkill_between_journal_done_and_audit_line_is_recovered_on_resume(tmp_
     assert sorted(e["card_number"] for e in _events(tmp_path, "card-done")) == sorted(h["card_number"] for h in holders)
 
 
+def test_in_process_kill_between_journal_done_and_audit_line_is_recovered(tmp_path, monkeypatch):
+    holders = cardholders.generate(3, seed=7)
+    csv_path = _write(tmp_path / "h.csv", holders)
+    appends = []
+
+    def crash_at(name):
+        if name == "audit-append":
+            appends.append(name)
+            if len(appends) == 2:                                 # batch-start, then the first card's line
+                raise Killed(name)
+
+    monkeypatch.setattr(crash, "point", crash_at)
+    with pytest.raises(Killed):
+        batch.run_batch(_opts(tmp_path, csv_path))
+    assert not (tmp_path / "audit.jsonl").read_text().count("card-done") and _done(tmp_path) == 1
+    monkeypatch.setattr(crash, "point", lambda name: None)
+    assert batch.run_batch(_opts(tmp_path, csv_path, resume=True)).done == 3
+    lines = [json.loads(x) for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert [x["event"] for x in lines[:3]] == ["batch-start", "card-done", "recovered"]
+    assert _problems(tmp_path) == []
+
+
 # ---- 4. audit verify: truncation, forgery, gaps, swaps, a missing end ------------------------------
 
 @pytest.fixture
@@ -287,10 +313,6 @@ def test_resume_refuses_to_write_into_a_cut_or_emptied_log(logged):
 
 # ---- the property: any kills, any resumes, one card per valid cardholder ---------------------------------
 
-class Killed(BaseException):
-    """An in-process stand-in for SIGKILL: no handler of the batch catches it."""
-
-
 POINTS = ("claimed", "perso", "saved", "audit-append")
 
 
@@ -313,8 +335,7 @@ def test_any_kills_and_resumes_end_with_one_card_per_valid_cardholder(tmp_path_f
                     raise Killed(name)
 
         monkeypatch.setattr(crash, "point", crash_at)
-        resume = (folder / "journal.sqlite").exists() and Journal(str(folder / "journal.sqlite")).batch(
-            batch.batch_id(prof(), batch._digest(csv_path))) is not None
+        resume = _done(folder) > 0 or (folder / "audit.jsonl").exists()
         try:
             result = batch.run_batch(_opts(folder, csv_path, resume=resume))
         except Killed:
