@@ -153,7 +153,8 @@ MIN_PASSPHRASE = 12
 def passphrase_problem(passphrase: str) -> str | None:
     """Why a passphrase is too weak for a key file (never repeating it), or None."""
     if len(passphrase) < MIN_PASSPHRASE:
-        return f"the passphrase has {len(passphrase)} characters; a key file needs at least {MIN_PASSPHRASE}"
+        n = len(passphrase)
+        return f"the passphrase is {n} character{'' if n == 1 else 's'} long; a key file needs at least {MIN_PASSPHRASE}"
     if len(set(passphrase)) < 5:
         return "the passphrase repeats too few different characters (at least 5 different ones)"
     return None
