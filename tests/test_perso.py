@@ -215,7 +215,11 @@ def test_sigkill_at_random_points_then_resume_gives_the_same_cards(tmp_path, key
     kills, resume = 0, False
     for _ in range(30):
         p = _run_cli_batch(tmp_path, csv_path, keyfile, resume)
-        time.sleep(rng.uniform(0.3, 1.6))
+        # Killed at whatever moment it has reached after a random number of further cards: as
+        # many kills on a fast machine as on a slow one, never a wall-clock guess.
+        target = _done_cards(tmp_path / "cards") + rng.randint(1, 12)
+        while p.poll() is None and _done_cards(tmp_path / "cards") < target:
+            time.sleep(rng.uniform(0.001, 0.03))
         if p.poll() is None:
             p.send_signal(signal.SIGKILL)
             kills += 1
@@ -239,6 +243,16 @@ def test_sigkill_at_random_points_then_resume_gives_the_same_cards(tmp_path, key
     n, problems = checked(tmp_path / "cards" / "perso-audit.jsonl", tmp_path / "cards" / "perso-journal.sqlite")
     assert problems == []
     assert not list((tmp_path / "cards").glob(".sscard-tmp.*"))            # a killed save's leftovers are cleaned
+
+
+def _done_cards(folder: Path) -> int:
+    if not (folder / "perso-journal.sqlite").exists():
+        return 0                                            # connecting would create it
+    try:
+        with sqlite3.connect(folder / "perso-journal.sqlite") as db:
+            return db.execute("SELECT COUNT(*) FROM cards WHERE state = 'done'").fetchone()[0]
+    except sqlite3.Error:
+        return 0
 
 
 def _has_batch(folder: Path) -> bool:
