@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sqlite3
 import sys
 import time
 from pathlib import Path
@@ -25,6 +26,11 @@ def _fail(message: str, exit_code: int = 1) -> None:
     e = click.ClickException(message)
     e.exit_code = exit_code
     raise e
+
+
+def _bad(message: str) -> None:
+    """Input the command refuses (a file, a value): one line, exit status 2."""
+    _fail(message, BAD_INPUT)
 
 
 def _load_image(path: str, verify: bool = True):
@@ -61,7 +67,7 @@ def _keys(path: str | None, required: bool = True):
     try:
         return load_key_file(path, passphrase)
     except KeyFileError as e:
-        _fail(str(e))
+        _bad(str(e))
 
 
 @contextlib.contextmanager
@@ -294,7 +300,7 @@ def keys_new(path: str, profile: str | None, demo: bool, force: bool) -> None:
     """Write a key file with every master key the profile names (random, or the demo keys)."""
     from personalize.compile import FACTORY_KEY
     from personalize.demo import FACTORY_KEY_VALUE
-    from personalize.keys import PASSPHRASE_ENV, save_key_file
+    from personalize.keys import PASSPHRASE_ENV, KeyFileError, passphrase_problem, save_key_file
     from personalize.virtual import demo_issuer_keys, master_names
 
     if Path(path).exists() and not force:
@@ -302,13 +308,18 @@ def keys_new(path: str, profile: str | None, demo: bool, force: bool) -> None:
     prof = _profile(profile)
     passphrase = os.environ.get(PASSPHRASE_ENV) or click.prompt("new passphrase", hide_input=True,
                                                                confirmation_prompt=True, err=True)
+    if not demo and (why := passphrase_problem(passphrase)):
+        _bad(f"{path}: {why} (only --demo key files may have a weak one)")
     if demo:
         provider = demo_issuer_keys(prof)
         masters = {n: (provider.algorithm(_ref(n)), provider.value_for_plain_load(_ref(n)), 1) for n in provider.names()}
     else:
         masters = {n: (prof.algorithm, FACTORY_KEY_VALUE if n == FACTORY_KEY else os.urandom(16), 1)
                    for n in master_names(prof)}
-    save_key_file(path, masters, passphrase)
+    try:
+        save_key_file(path, masters, passphrase, weak_ok=demo)
+    except KeyFileError as e:
+        _bad(str(e))
     click.echo(f"{path}: {len(masters)} master keys for {prof.name}{' (demo keys)' if demo else ''}")
 
 
@@ -493,20 +504,34 @@ def perso_init(image_path, reader, profile, keys_path, no_erase, as_json):
         click.echo(f"initialized for {prof.name}: {len(log)} commands, all 9000")
 
 
+def _data_options(f):
+    """The options that say how to read and judge a cardholder file."""
+    f = click.option("--issue-margin", default=31, show_default=True, type=click.IntRange(0, 3660),
+                     help="Days an issue date may lie after today.")(f)
+    return click.option("--encoding", type=click.Choice(["utf-8", "gbk", "gb18030"], case_sensitive=False),
+                        default="utf-8", show_default=True, help="The cardholder file's encoding.")(f)
+
+
+def _read_holders(csv_path: str, encoding: str):
+    from personalize import cardholders
+    try:
+        return cardholders.read_csv(csv_path, encoding)
+    except cardholders.CsvError as e:
+        _bad(str(e))
+
+
 @perso.command("check")
 @click.option("--profile", default=None)
 @click.option("--cardholders", "csv_path", type=click.Path(dir_okay=False, exists=True), required=True)
 @click.option("--rejects", type=click.Path(dir_okay=False), help="Write the reject file here.")
+@_data_options
 @click.option("--json", "as_json", is_flag=True)
-def perso_check(profile, csv_path, rejects, as_json):
+def perso_check(profile, csv_path, rejects, encoding, issue_margin, as_json):
     """Data preparation only: check every record of a cardholder file and list what is wrong."""
     from personalize import cardholders
     prof = _profile(profile)
-    try:
-        rows = cardholders.read_csv(csv_path)
-    except cardholders.CsvError as e:
-        _fail(str(e))
-    problems = cardholders.check_all(rows, prof)
+    rows = _read_holders(csv_path, encoding)
+    problems = cardholders.check_all(rows, prof, rules=cardholders.Rules(issue_margin_days=issue_margin))
     if rejects:
         cardholders.write_rejects(rejects, problems)
     if as_json:
@@ -537,11 +562,13 @@ def perso_check(profile, csv_path, rejects, as_json):
 @click.option("--init", "do_init", is_flag=True, help="Readers: initialize each blank card first.")
 @click.option("--max-failures", default=3, show_default=True, help="Consecutive failures that stop the batch.")
 @click.option("--card-timeout", default=60.0, show_default=True, help="Seconds to wait for each card in a reader.")
+@_data_options
 @click.option("--json", "as_json", is_flag=True, help="The summary as JSON (progress goes to stderr).")
 def perso_run(profile, csv_path, keys_path, readers, out_dir, journal, audit_path, resume, strict, do_init,
-              max_failures, card_timeout, as_json):
+              max_failures, card_timeout, encoding, issue_margin, as_json):
     """Personalize a batch: each valid cardholder of the file onto a card, journaled and audited."""
     from personalize import batch, cardholders
+    total = len(_read_holders(csv_path, encoding))
     prof, provider = _profile(profile), _keys(keys_path)
     if bool(out_dir) == bool(readers):
         _fail("give --out-dir DIR (card images) or --reader NAME (PC/SC), not both")
@@ -551,11 +578,8 @@ def perso_run(profile, csv_path, keys_path, readers, out_dir, journal, audit_pat
     journal = journal or str(base / "perso-journal.sqlite")
     audit_path = audit_path or str(Path(journal).with_name("perso-audit.jsonl"))
     opts = batch.Options(prof, provider, csv_path, journal, audit_path, out_dir, tuple(readers), resume, strict,
-                         do_init, max_failures, card_timeout=card_timeout)
-    try:
-        total = len(cardholders.read_csv(csv_path))
-    except cardholders.CsvError as e:
-        _fail(str(e))
+                         do_init, max_failures, card_timeout=card_timeout, encoding=encoding,
+                         rules=cardholders.Rules(issue_margin_days=issue_margin))
     started = time.monotonic()
     with click.progressbar(length=total, label="personalizing", file=sys.stderr, show_pos=True,
                            item_show_func=lambda n: n and f"{n}  {_rate(started, bar)}") as bar:
@@ -608,7 +632,7 @@ def perso_script_cmd(phase, profile, csv_path, line, atr, keys_path, reveal, out
     else:
         holder = cardholders.sample()
         if csv_path:
-            rows = dict(cardholders.read_csv(csv_path))
+            rows = dict(_read_holders(csv_path, "utf-8"))
             if line not in rows:
                 _fail(f"{csv_path}: no record on line {line}")
             holder = rows[line]
@@ -680,15 +704,30 @@ def audit() -> None:
 
 @audit.command("verify")
 @click.argument("path", type=click.Path(dir_okay=False))
-def audit_verify(path):
-    """Check the audit log's hash chain: any edited, inserted or removed line is found."""
+@click.option("--journal", "journal_path", type=click.Path(dir_okay=False, exists=True), required=True,
+              help="The batch journal the log was written with.")
+@click.option("--keys", "keys_path", type=click.Path(dir_okay=False), required=True,
+              help="The issuer key file the log was written under (the chain's key derives from it).")
+def audit_verify(path, journal_path, keys_path):
+    """Check the audit log's keyed chain and the log against the journal: a line edited, inserted,
+    removed, swapped or forged, a log cut or emptied, and a batch without its end are each reported
+    with their line."""
     from personalize.audit import verify
-    n, problems = verify(path)
+    from personalize.journal import Journal, JournalError
+    provider = _keys(keys_path)
+    try:
+        journal = Journal(journal_path, create=False)
+    except (JournalError, sqlite3.Error) as e:
+        _bad(f"{journal_path}: {e}")
+    try:
+        n, problems = verify(path, provider.audit_mac, journal)
+    finally:
+        journal.close()
     for p in problems:
         click.echo(p)
     if problems:
         _fail(f"{path}: {len(problems)} problem(s) in {n} lines")
-    click.echo(f"{path}: {n} lines, chain intact")
+    click.echo(f"{path}: {n} lines, keyed chain intact and in agreement with {journal_path}")
 
 
 # ---- serving --------------------------------------------------------------------------------------

@@ -20,10 +20,10 @@ from pathlib import Path
 from cardos import image as card_image
 from cardos import sw as SW
 
-from . import cardholders, virtual
-from .audit import AuditLog
+from . import cardholders, crash, virtual
+from .audit import AuditError, AuditLog
 from .compile import init_script, perso_script
-from .journal import DONE, PENDING, QUARANTINED, REJECTED, STARTED, Journal
+from .journal import DONE, PENDING, QUARANTINED, REJECTED, STARTED, Journal, JournalError, Owner
 from .keys import KeyProvider
 from .profile import Profile
 from .script import ScriptError, run
@@ -53,6 +53,8 @@ class Options:
     max_failures: int = 3
     workers: int | None = None
     card_timeout: float = 60.0
+    encoding: str = "utf-8"
+    rules: cardholders.Rules = field(default_factory=cardholders.Rules)
 
 
 @dataclass
@@ -85,11 +87,9 @@ def batch_id(profile: Profile, source_digest: str) -> str:
 Progress = Callable[[str, int], None]
 
 
-def prepare(opts: Options) -> tuple[str, list[tuple[int, dict]], dict[int, list[tuple[str, str]]], Journal]:
+def prepare(opts: Options, bid: str, src: str) -> tuple[list[tuple[int, dict]], dict[int, list[tuple[str, str]]], Journal]:
     """Read and check the cardholder file against itself and the journal; open or reopen the batch."""
-    rows = cardholders.read_csv(opts.cardholder_file)
-    src = _digest(opts.cardholder_file)
-    bid = batch_id(opts.profile, src)
+    rows = cardholders.read_csv(opts.cardholder_file, opts.encoding)
     journal = Journal(opts.journal)
     try:
         existing = journal.batch(bid)
@@ -97,7 +97,7 @@ def prepare(opts: Options) -> tuple[str, list[tuple[int, dict]], dict[int, list[
             raise BatchError(f"batch {bid} is in the journal already; add --resume to finish it")
         if opts.resume and not existing:
             raise BatchError(f"nothing to resume: the journal has no batch {bid} for this profile and file")
-        problems = cardholders.check_all(rows, opts.profile, opts.workers) if not existing else {}
+        problems = cardholders.check_all(rows, opts.profile, opts.workers, rules=opts.rules) if not existing else {}
         if not existing:
             nums, ids = journal.issued_elsewhere(bid, [r.get("card_number", "") for _, r in rows],
                                                  [r.get("ssn", "") for _, r in rows])
@@ -116,33 +116,46 @@ def prepare(opts: Options) -> tuple[str, list[tuple[int, dict]], dict[int, list[
     except BaseException:
         journal.close()
         raise
-    return bid, rows, problems, journal
+    return rows, problems, journal
 
 
 def run_batch(opts: Options, progress: Progress | None = None) -> Result:
-    """Personalize every valid cardholder of the file not yet done; return the counts."""
+    """Personalize every valid cardholder of the file not yet done; return the counts. One process
+    owns the journal while it runs; a second one is refused with the first one's name."""
     if bool(opts.out_dir) == bool(opts.readers):
         raise BatchError("give either an output folder for card images or PC/SC readers")
+    src = _digest(opts.cardholder_file)
+    bid = batch_id(opts.profile, src)
+    try:
+        owner = Owner(opts.journal, f"batch {bid}")
+    except JournalError as e:
+        raise BatchError(str(e)) from None
+    try:
+        return _run_owned(opts, bid, src, progress)
+    except (JournalError, AuditError) as e:
+        raise BatchError(str(e)) from None
+    finally:
+        owner.release()
+
+
+def _run_owned(opts: Options, bid: str, src: str, progress: Progress | None) -> Result:
     t0 = time.monotonic()
-    bid, rows, problems, journal = prepare(opts)
+    rows, problems, journal = prepare(opts, bid, src)
     by_line = dict(rows)
     result = Result(bid)
-    audit = AuditLog(opts.audit)
+    audit = None
     try:
+        audit = AuditLog(opts.audit, opts.keys.audit_mac, journal)
+        if audit.recovered:
+            audit.write("recovered", batch=bid, lines=audit.recovered,
+                        result="the journal recorded these lines before a crash kept them from the log")
         if problems:
             result.rejects_file = str(Path(opts.journal).with_name(f"rejects-{bid}.csv"))
             cardholders.write_rejects(result.rejects_file, problems)
-        for c in journal.cards(bid):
-            if c.state == STARTED:
-                if opts.out_dir:
-                    journal.reset(bid, c.row)        # a virtual card is simply made again
-                else:
-                    journal.finish(bid, c.row, QUARANTINED, f"interrupted during {c.step}; inspect the card in {c.target}")
-                    audit.write("card-quarantined", batch=bid, card_number=c.card_number, atr=c.atr,
-                                result=f"interrupted during {c.step}")
+        _settle_interrupted(opts, bid, journal, audit)
         versions = {n: opts.keys.version(n) for n in virtual.master_names(opts.profile)}
         audit.write("batch-start", batch=bid, profile=opts.profile.name, profile_digest=opts.profile.digest,
-                    key_versions=versions, source_digest=_digest(opts.cardholder_file),
+                    key_versions=versions, source_digest=src,
                     resumed=opts.resume, target=opts.out_dir or ", ".join(opts.readers))
         todo = [c for c in journal.cards(bid) if c.state == PENDING]
         worker = _ImageWorker(opts, bid, journal, audit, by_line) if opts.out_dir else None
@@ -152,6 +165,8 @@ def run_batch(opts: Options, progress: Progress | None = None) -> Result:
                 if failures.stopped:
                     break
                 ok = worker.make(c)
+                if ok is None:
+                    continue                         # another worker has this cardholder
                 failures.count(ok, c.card_number)
                 result.made_now += ok
                 if progress:
@@ -169,9 +184,26 @@ def run_batch(opts: Options, progress: Progress | None = None) -> Result:
         audit.write("batch-end", batch=bid, done=result.done, rejected=result.rejected,
                     quarantined=result.quarantined, pending=result.pending, stopped=result.stopped)
     finally:
+        if audit is not None:
+            audit.close()
         journal.close()
     result.seconds = time.monotonic() - t0
     return result
+
+
+def _settle_interrupted(opts: Options, bid: str, journal: Journal, audit: AuditLog) -> None:
+    """Cards a killed run left started: claimed only (no APDU yet) or virtual ones go back to
+    pending; a real card that had commands is quarantined with the step it was in."""
+    for c in journal.cards(bid):
+        if c.state != STARTED:
+            continue
+        if opts.out_dir or c.step == "claimed":
+            journal.reset(bid, c.row)
+            continue
+        reason = f"interrupted during {c.step}; inspect the card in {c.target}"
+        audit.write("card-quarantined", batch=bid, row=c.row, card_number=c.card_number, atr=c.atr,
+                    result=f"interrupted during {c.step}",
+                    record=lambda m, line, row=c.row: journal.finish(bid, row, QUARANTINED, reason, m, line))
 
 
 class _Failures:
@@ -197,11 +229,15 @@ def _failure(e: Exception) -> str:
 
 
 def _produce(t, c, holder: dict, opts: Options, bid: str, journal: Journal, audit: AuditLog, target: str,
-             init: bool, save=None, where: dict | None = None, done: dict | None = None) -> bool:
+             init: bool, save=None, where: dict | None = None, done: dict | None = None) -> bool | None:
     """One card through [initialization →] personalization → read-back [→ save], each step journaled
-    before it runs; a failure quarantines the card with its reason. True when the card is done."""
+    before it runs; a failure quarantines the card with its reason. True when the card is done;
+    None when the cardholder was not this worker's to take (claimed before any APDU)."""
     from reader_bridge.transport import TransportError
 
+    if not journal.claim(bid, c.row):
+        return None
+    crash.point("claimed")
     prof, keys, where = opts.profile, opts.keys, where or {}
     atr = t.atr()
     hexatr = atr.hex().upper()
@@ -211,7 +247,8 @@ def _produce(t, c, holder: dict, opts: Options, bid: str, journal: Journal, audi
             journal.step(bid, c.row, "init", target, hexatr)
             trail += _sws(run(t.transmit, init_script(prof), keys))
             t.reset()
-        values = cardholders.values(holder, prof, atr[-8:])
+        values = cardholders.values(holder, prof, atr[-8:], opts.rules)
+        crash.point("perso")
         journal.step(bid, c.row, "perso", target, hexatr)
         trail += _sws(run(t.transmit, perso_script(prof, values, atr[-8:]), keys))
         t.reset()
@@ -220,15 +257,17 @@ def _produce(t, c, holder: dict, opts: Options, bid: str, journal: Journal, audi
         if save is not None:
             journal.step(bid, c.row, "save")
             save()
+            crash.point("saved")
     except (ScriptError, VerifyError, cardholders.HolderError, TransportError) as e:
         reason = _failure(e)
-        journal.finish(bid, c.row, QUARANTINED, reason)
-        audit.write("card-quarantined", batch=bid, card_number=c.card_number, atr=hexatr, result=reason,
-                    sw_trail=trail[-8:], **where)
+        audit.write("card-quarantined", batch=bid, row=c.row, card_number=c.card_number, atr=hexatr, result=reason,
+                    sw_trail=trail[-8:], **where,
+                    record=lambda m, line: journal.finish(bid, c.row, QUARANTINED, reason, m, line))
         return False
-    journal.finish(bid, c.row, DONE)
-    audit.write("card-done", batch=bid, card_number=c.card_number, atr=hexatr, result="personalized",
-                verified_records=checked, sw_trail=_compress(trail), **where, **(done or {}))
+    # The journal's "done" and the audit line's record are one transaction; the line follows.
+    audit.write("card-done", batch=bid, row=c.row, card_number=c.card_number, atr=hexatr, result="personalized",
+                verified_records=checked, sw_trail=_compress(trail), **where, **(done or {}),
+                record=lambda m, line: journal.finish(bid, c.row, DONE, None, m, line))
     return True
 
 
@@ -241,7 +280,7 @@ class _ImageWorker:
         # A run killed while saving leaves its temporary behind; the image itself is whole.
         card_image.remove_stale_temps(opts.out_dir)
 
-    def make(self, c) -> bool:
+    def make(self, c) -> bool | None:
         path = str(Path(self.opts.out_dir) / f"{c.card_number}.json")
         card = virtual.blank(self.opts.profile, virtual.chip_serial(f"{self.bid}:{c.row}"))
         return _produce(_transport(card), c, self.rows[c.row], self.opts, self.bid, self.journal, self.audit,
@@ -327,7 +366,9 @@ def _run_readers(opts: Options, bid, journal: Journal, audit: AuditLog, rows, to
                     pass
                 with lock:
                     in_flight[0] -= 1
-                    made[0] += ok
+                    made[0] += bool(ok)
+            if ok is None:
+                continue                             # another worker has this cardholder
             failures.count(ok, c.card_number)
             if progress:
                 progress(c.card_number, 1)
