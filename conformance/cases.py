@@ -13,7 +13,7 @@ from cardos.files import KEY_INTERNAL, KEY_MAINTENANCE, KEY_PIN_RELOAD, KEY_PIN_
 from cardos.tlv import find, parse
 from personalize import lifecycle
 from personalize.compile import card_key
-from personalize.readout import check_card
+from terminal.flows import check_card
 from personalize.profile import Item
 
 from .context import CaseFailure, CaseSkipped, Context
@@ -324,7 +324,7 @@ def acc_3_00(ctx):
 def _internal_auth(ctx: Context) -> None:
     keys = ctx.need_keys()
     ref = ctx.key_ref("ssse", KEY_INTERNAL, 0x00)
-    problem = check_card(lambda apdu: ctx.send(apdu, "INTERNAL AUTHENTICATE"), keys, ref, 0x00)
+    problem = check_card(ctx.send, keys, ref, 0x00)
     check(problem is None, problem)
 
 

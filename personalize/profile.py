@@ -64,6 +64,10 @@ class KeyDecl:
     diversify: bool = True
     algorithm: Algorithm = Algorithm.TDES
     where: str = ""
+    levels: tuple[str, ...] = ("card",)   # diversification levels, highest first (psam.md §2)
+
+
+LEVELS = ("province", "city", "card")
 
 
 @dataclass(frozen=True)
@@ -307,7 +311,20 @@ def _key(k: dict, where: str, alg: Algorithm, access) -> KeyDecl:
     master = k.get("master")
     if not master:
         raise ProfileError(f"{where}.master: name the issuer master key it derives from")
-    return KeyDecl(t, kid, str(master), use, change, state, tries, None, bool(k.get("diversify", True)), alg, where)
+    levels = _levels(k.get("diversify", True), f"{where}.diversify")
+    return KeyDecl(t, kid, str(master), use, change, state, tries, None, bool(levels), alg, where, levels)
+
+
+def _levels(v, where: str) -> tuple[str, ...]:
+    """diversify: true (the card factor), false (none) or the levels highest first, e.g. [city, card]."""
+    if isinstance(v, bool):
+        return ("card",) if v else ()
+    if not isinstance(v, list) or any(x not in LEVELS for x in v) or len(set(v)) != len(v):
+        raise ProfileError(f"{where}: true, false or a list of {', '.join(LEVELS)} (highest first)")
+    order = [LEVELS.index(x) for x in v]
+    if order != sorted(order):
+        raise ProfileError(f"{where}: levels go from the highest down ({', '.join(LEVELS)})")
+    return tuple(v)
 
 
 def _key_cost(k: KeyDecl) -> int:
