@@ -188,7 +188,7 @@ def _maybe_open_personal(ctx: Context) -> None:
     ctx.select_role("ssse")
     if ctx.profile.generation == "3.00":
         if ctx.keys is None:
-            raise CaseSkipped("3.00 personal data needs the issuer key file (--keys)")
+            raise CaseSkipped("3.00 personal data needs the issuer key file (--keys) or a PSAM (--psam)")
         _internal_auth(ctx)
         check(ctx.authenticate("ssse", 0x0A) == 0x9000, "EXTERNAL AUTHENTICATE with key 0A failed")
 
@@ -499,7 +499,7 @@ def card_block(ctx):
     mk = next((k for k in ctx.profile.mf.keys if k.type == KEY_MAINTENANCE), None)
     if mk is None:
         raise CaseSkipped("the profile's MF has no maintenance key")
-    ref = card_key(mk, ctx.factor)
+    ref = ctx.usable(card_key(mk, ctx.factor))
     ctx.expect("00A40000023F00", 0x9000, note="select MF")
     check(ctx.secured(0x84, 0x16, 0x00, 0x00, b"", ref, "CARD BLOCK") == 0x9000, "CARD BLOCK refused")
     ctx.reset()

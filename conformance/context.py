@@ -86,8 +86,14 @@ class Context:
 
     def need_keys(self) -> SecurityModule:
         if self.keys is None:
-            raise CaseSkipped("needs the issuer key file (--keys)")
+            raise CaseSkipped("needs the issuer key file (--keys) or a PSAM (--psam)")
         return self.keys
+
+    def usable(self, ref):
+        """ref, or a skip when the security module (a PSAM's key table, say) lacks its master key."""
+        if self.keys is not None and not self.keys.version(ref.name):
+            raise CaseSkipped(f"the security module holds no key {ref.name}")
+        return ref
 
     def need_destructive(self) -> None:
         if not self.destructive:
@@ -98,9 +104,10 @@ class Context:
         for k in df.keys:
             if k.type == key_type and k.id == key_id:
                 try:
-                    return card_key(k, self.factor)
+                    ref = card_key(k, self.factor)
                 except DataError as e:
                     raise CaseSkipped(str(e)) from None
+                return self.usable(ref)
         raise CaseSkipped(f"the profile's {role} has no key {key_type:02X}/{key_id:02X}")
 
     def authenticate(self, role: str, key_id: int) -> int:
