@@ -505,6 +505,78 @@ def pin(op, image_path, reader, keys_path, psam, profile, account, as_json):
     _exchanges(log, as_json)
 
 
+@card.command("write")
+@with_card
+@click.option("--keys", "keys_path", type=click.Path(dir_okay=False), help="Issuer key file.")
+@psam_option
+@click.option("--profile", default=None)
+@click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE", required=True,
+              help="A data item to write, by field name (person_id, first_region, …); repeat.")
+@click.option("--json", "as_json", is_flag=True)
+def card_write(image_path, reader, keys_path, psam, profile, sets, as_json):
+    """Kiosk writes after issuance: EF0D after key 0D, EF05/EF06 after key 04, each record read back."""
+    from personalize import kiosk
+    prof = _profile(profile)
+    values = {}
+    for text in sets:
+        name, sep, value = text.partition("=")
+        if not sep or not name:
+            _bad(f"--set {text!r}: FIELD=VALUE is needed")
+        values[name.strip()] = value.strip()
+    try:
+        kiosk.plan(prof, values)
+    except kiosk.KioskError as e:
+        _bad(str(e))
+    if not (keys_path or psam):
+        _bad("writing needs the issuer key file (--keys FILE) or a PSAM (--psam READER|IMAGE)")
+    with _security(keys_path, psam, prof) as provider, _card_transport(image_path, reader) as t:
+        try:
+            done = kiosk.write(t, prof, provider, values)
+        except kiosk.KioskError as e:
+            _fail(str(e))
+    click.echo(json.dumps(done, indent=1) if as_json else "\n".join(done))
+
+
+def _fen(text: str, what: str) -> int:
+    from decimal import Decimal, InvalidOperation
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        value = Decimal(-1)
+    if value < 0 or value != value.quantize(Decimal("0.01")):
+        _bad(f"--{what} {text!r}: an amount in yuan with at most two decimals")
+    return int(value * 100)
+
+
+@card.command("settle")
+@with_card
+@click.option("--keys", "keys_path", type=click.Path(dir_okay=False), help="Issuer key file (a log written under a key).")
+@psam_option
+@click.option("--profile", default=None)
+@click.option("--kind", type=click.Choice(["1", "2", "3"]), default="1", show_default=True,
+              help="1 outpatient, 2 inpatient, 3 pharmacy.")
+@click.option("--institution", required=True, help="The designated institution's code (up to 12 digits).")
+@click.option("--total", required=True, help="Total amount in yuan.")
+@click.option("--fund", required=True, help="Paid by the medical-insurance fund, in yuan.")
+def card_settle(image_path, reader, keys_path, psam, profile, kind, institution, total, fund):
+    """A hospital terminal's medical settlement: one record appended to DF04's transaction log."""
+    import datetime as dt
+    from personalize import settlement
+    prof = _profile(profile)
+    s = settlement.Settlement(kind, institution, _fen(total, "total"), _fen(fund, "fund"), dt.datetime.now())
+    try:
+        s.record(0)
+    except settlement.SettlementError as e:
+        _bad(str(e))
+    pin = click.prompt("cardholder PIN", hide_input=True, err=True)
+    with _security(keys_path, psam, prof, required=False) as provider, _card_transport(image_path, reader) as t:
+        try:
+            n = settlement.append(t, prof, s, pin, provider)
+        except settlement.SettlementError as e:
+            _fail(str(e))
+    click.echo(f"settlement {n} appended to the medical transaction log and read back")
+
+
 # ---- personalization ----------------------------------------------------------------------------
 
 @main.group()

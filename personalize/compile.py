@@ -225,12 +225,13 @@ def writer_key_id(f: FileDecl, df: DFDecl) -> int | None:
         return int(f.write_with.split(":")[-1], 16)
     right = f.spec.write_right
     for name, state in sorted(df.credentials.items(), key=lambda kv: kv[1]):
-        if name.startswith("key:") and _admits(right, state):
+        if name.startswith("key:") and admits(right, state):
             return int(name[4:], 16)
     return None
 
 
-def _admits(right: int, state: int) -> bool:
+def admits(right: int, state: int) -> bool:
+    """True when a DF security state meets an access byte XY with X ≥ Y (spec §3b)."""
     x, y = right >> 4, right & 0xF
     return (x > y and y <= state <= x) or (x == y and state == x and x != 0)
 

@@ -63,7 +63,8 @@ PERSONAL_3_00 = ("personal data of a 3.00 card (EF06, EF0D, EF05 issue and expir
                  "INTERNAL AUTHENTICATE and EXTERNAL AUTHENTICATE with key 0A: give --keys or --psam")
 
 
-def _card_version(send) -> str:
+def card_version(send) -> str:
+    """The specification version in EF05 tag 03 of the selected SSSE ("" when unreadable)."""
     data, sw = send(apdus.read_record(0x03, apdus.ISSUER_DATA_SFI, by_tag=True), "specification version")
     return decode("an", data[2:]) if sw == 0x9000 and data[:1] == b"\x03" else ""
 
@@ -77,7 +78,7 @@ def read_card(transport, profile: Profile, keys: SecurityModule | None = None) -
     send = flows.sender(transport)
     out = Readout(transport.atr().hex().upper())
     factors = flows.read_factors(send, transport.atr())
-    version = _card_version(send)
+    version = card_version(send)
     closed = version.startswith("3") and keys is None
     if closed:
         out.refused.append(PERSONAL_3_00)
