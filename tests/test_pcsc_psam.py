@@ -12,18 +12,15 @@ from cli import main
 from personalize import psam
 from personalize.readout import read_card
 from reader_bridge.pcsc import PcscTransport
-from tests.pcsc_env import READERS, Served, start_pcscd, stop_pcscd, wait_for_card
+from tests.pcsc_env import READERS, Served, wait_for_card
+from tests.test_pcsc import pcscd
 from tests.ss import SELECT_SSSE, card, keys, prof
 from tests.test_psam import _other_keys
 
 pytestmark = pytest.mark.pcsc
 
 
-@pytest.fixture(scope="module", autouse=True)
-def pcscd():
-    start_pcscd()
-    yield
-    stop_pcscd()
+pcscd = pcscd  # the module's pcscd, started and stopped as test_pcsc does it
 
 
 def _images(tmp_path, name="default", masters="demo"):
