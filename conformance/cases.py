@@ -582,3 +582,41 @@ def ext_isolation(ctx):
                note="health creates civil affairs' DF06")
     _, sw = ctx.send(fmcos.create_file(DedicatedFile(0xDF05, size=0x100, name=b"EXT.HEALTH")), "health creates DF05")
     check(sw in (0x9000, 0x6A86), f"health could not create its own DF05: {sw:04X}")
+
+
+# ---- the PSAM (psam.md) --------------------------------------------------------------------------
+
+PSAM_SELECT = "00A4040006D15600000590"
+
+
+@case("PSAM-01", "The PSAM selects by AID with 61xx + GET RESPONSE and reads its 6-byte terminal number", "psam.md §1-§2")
+def psam_select(ctx):
+    psam = ctx.need_psam()
+    _, sw = ctx.send(PSAM_SELECT, "select the PSAM application", to=psam)
+    check(sw >> 8 == 0x61, f"SELECT answered {sw:04X}, a T=0 PSAM answers 61xx")
+    fci = ctx.expect(build(0x00, 0xC0, 0x00, 0x00, le=sw & 0xFF), 0x9000, note="GET RESPONSE", to=psam)
+    check(bytes.fromhex("D15600000590") in fci, "the FCI does not name D15600000590")
+    number = ctx.expect("00B0960006", 0x9000, note="terminal number (EF 0016)", to=psam)
+    check(len(number) == 6, f"terminal number of {len(number)} bytes")
+
+
+@case("PSAM-02", "The PSAM refuses DES CRYPT before DES INIT, unknown keys, wrong lengths and P1 bits", "psam.md §2")
+def psam_errors(ctx):
+    psam = ctx.need_psam()
+    psam.reset()
+    _, sw = ctx.send(PSAM_SELECT, "select the PSAM application", to=psam)
+    check(sw == 0x9000 or sw >> 8 == 0x61, f"SELECT answered {sw:04X}")
+    ctx.expect("80FA000008" + "00" * 8, 0x6985, note="DES CRYPT before DES INIT", to=psam)
+    ctx.expect("801AFFFF08" + "00" * 8, 0x6A88, 0x6A82, note="DES INIT of an unknown key", to=psam)
+    ctx.expect("80FA000007" + "00" * 7, 0x6700, 0x6985, note="DES CRYPT of 7 bytes", to=psam)
+    ctx.expect("80FA090008" + "00" * 8, 0x6A86, note="DES CRYPT with P1 bits outside b1-b3", to=psam)
+
+
+@case("PSAM-03", "The card takes the PSAM's kiosk cryptogram (BF DE, E(K, R) ‖ R) for keys 04 and 0D", "psam.md §1")
+def psam_kiosk(ctx):
+    ctx.need_psam()
+    for key_id in (0x04, 0x0D):
+        ctx.select_role("ssse")
+        check(ctx.authenticate("ssse", key_id) == 0x9000, f"EXTERNAL AUTHENTICATE {key_id:02X} with the PSAM's cryptogram")
+        sent = [x.command for x in ctx.log if x.command.startswith(f"008200{key_id:02X}")]
+        check(bool(sent) and sent[-1][8:10] == "10", f"EXTERNAL AUTHENTICATE {key_id:02X} was not sent with Lc 10")

@@ -46,18 +46,25 @@ class Context:
     factors: Factors | None = None
 
     # -- talking ----------------------------------------------------------------------------
-    def send(self, apdu: bytes | str, note: str = "") -> tuple[bytes, int]:
+    def send(self, apdu: bytes | str, note: str = "", to=None) -> tuple[bytes, int]:
         raw = bytes.fromhex(apdu.replace(" ", "")) if isinstance(apdu, str) else apdu
         # Raw: the suite judges the card's own answers, 61xx and 6Cxx included.
-        resp = self.transport.transmit_raw(raw)
+        resp = (to or self.transport).transmit_raw(raw)
         data, sw = split_response(resp)
         shown = redact.response(raw, resp)[:-4]
-        self.log.append(Exchange(redact.command(raw), shown, sw, note))
+        self.log.append(Exchange(redact.command(raw), shown, sw, ("PSAM: " if to else "") + note))
         return data, sw
 
-    def expect(self, apdu: bytes | str, *sws: int, note: str = "") -> bytes:
+    def need_psam(self):
+        """The PSAM's transport, when the suite runs with --psam."""
+        t = getattr(self.keys, "transport", None)
+        if t is None:
+            raise CaseSkipped("a PSAM case: run with --psam")
+        return t
+
+    def expect(self, apdu: bytes | str, *sws: int, note: str = "", to=None) -> bytes:
         """Send and require one of the status words; the failure message names what came back."""
-        data, sw = self.send(apdu, note)
+        data, sw = self.send(apdu, note, to)
         if sw not in sws:
             want = " or ".join(f"{s:04X}" for s in sws)
             raise CaseFailure(f"{note or 'command'}: expected {want}, card answered {sw:04X} ({sw_name(sw)})")

@@ -37,7 +37,7 @@ class PsamSecurityModule:
 
     def __init__(self, transport, slots: dict[str, PsamKeySlot], algorithm: Algorithm,
                  aid: bytes = PSAM_AID) -> None:
-        self._t = transport
+        self.transport = self._t = transport
         self._slots = dict(slots)
         self._alg = algorithm
         self._aid = aid

@@ -200,4 +200,11 @@ def test_conformance_key_cases_run_with_a_psam(files):
     by_id = {c["id"]: c["status"] for c in doc["cases"]}
     assert r.exit_code == 0 and doc["card"]["keys"] == "psam"
     assert by_id["AUTH-01"] == by_id["ACC-04"] == by_id["PIN-04"] == by_id["PIN-05"] == by_id["MAC-02"] == "pass"
+    assert by_id["PSAM-01"] == by_id["PSAM-02"] == by_id["PSAM-03"] == "pass"
     assert image.load(tmp / "psam.json").atr[:4] == bytes.fromhex("3B680000")
+
+
+def test_a_psam_cryptogram_is_masked_in_logs():
+    from cardos import redact
+    apdu = bytes.fromhex("80FA000008" + "11" * 8)
+    assert "redacted" in redact.response(apdu, bytes.fromhex("A1B2C3D4E5F60718" + "9000"))
