@@ -15,6 +15,7 @@ from personalize import lifecycle
 from personalize.compile import card_key
 from terminal.flows import check_card
 from personalize.profile import Item
+from terminal.security import SecurityModuleError
 
 from .context import CaseFailure, CaseSkipped, Context
 
@@ -64,8 +65,11 @@ def _active(ctx: Context, role: str = "ssse") -> None:
         return
     keys = ctx.need_keys()
     account = "ss" if role == "ssse" else "bank"
-    lifecycle.perform(ctx.transport, lifecycle.life_script("activate", ctx.profile, ctx.factor, account,
-                                                           "conformance test"), keys)
+    try:
+        lifecycle.perform(ctx.transport, lifecycle.life_script("activate", ctx.profile, ctx.factor, account,
+                                                               "conformance test"), keys)
+    except SecurityModuleError as e:
+        raise CaseSkipped(f"activating the {account} account: {e}") from None
     ctx.reset()
 
 

@@ -160,3 +160,18 @@ def test_pin_reload_and_unblock_at_the_counter_with_the_psam(tmp_path):
             assert t.transmit(bytes.fromhex("0020000003246800"))[-2:] == b"\x90\x00"
         finally:
             t.close()
+
+
+def test_the_conformance_suite_runs_its_key_cases_with_the_psam_through_pcscd(tmp_path):
+    from conformance import runner
+    with _Two(tmp_path, "sm4-3.00"):
+        cardt, psamt = PcscTransport(READERS[0]), PcscTransport(READERS[1])
+        try:
+            out = {o.id: o for o in runner.run(cardt, prof("sm4-3.00"), psam.security_module(psamt, prof("sm4-3.00")),
+                                               destructive=True)}
+        finally:
+            cardt.close()
+            psamt.close()
+    assert [(o.id, o.message) for o in out.values() if o.status in ("fail", "error")] == []
+    assert all(out[i].status == "pass" for i in ("AUTH-01", "AUTH-02", "ACC-04", "PIN-02", "PIN-04", "PIN-05",
+                                                  "MAC-01", "LIFE-01", "PSAM-01", "PSAM-02", "PSAM-03"))
