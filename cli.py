@@ -257,7 +257,12 @@ def _new_psam(path: str, prof, keys_path: str | None, region: str | None, serial
     from personalize.script import ScriptError
     if not region:
         _bad("--psam needs --region (the 6-digit region code of its terminal number)")
-    chip = bytes.fromhex(serial) if serial else psam.psam_serial(str(Path(path).resolve()))
+    try:
+        chip = bytes.fromhex(serial) if serial else psam.psam_serial(str(Path(path).resolve()))
+    except ValueError:
+        chip = b""
+    if len(chip) != 8:
+        _bad(f"--serial {serial!r}: 8 bytes of hex are needed")
     keys = _keys(keys_path, required=False) or virtual.demo_issuer_keys(prof)
     try:
         card = psam.make(prof, keys, region, chip)

@@ -94,9 +94,10 @@ def run(transmit: Transmit, script: Iterable[ScriptItem], keys: SecurityModule |
         if keys is None:
             raise TypeError("this script needs a key provider")
 
-        def tsend(apdu: bytes, note: str, i=i, expect=(0x9000,)) -> tuple[bytes, int]:
-            # GET CHALLENGE is no secret; what follows it carries a cryptogram or a MAC.
-            return send(i, apdu, note, apdu[1] != 0x84, expect)
+        def tsend(apdu: bytes, note: str, i=i, final=getattr(item, "expect", (0x9000,))) -> tuple[bytes, int]:
+            # GET CHALLENGE is no secret and must succeed; what follows carries a cryptogram or a MAC.
+            challenge = apdu[1] == 0x84
+            return send(i, apdu, note, not challenge, (0x9000,) if challenge else final)
 
         if isinstance(item, Authenticate):
             flows.external_authenticate(tsend, keys, item.ref, item.key_id, item.note)
@@ -108,8 +109,7 @@ def run(transmit: Transmit, script: Iterable[ScriptItem], keys: SecurityModule |
                       else keys.seal(item.under, item.prefix))
             flows.secured(tsend, keys, item.under, 0x84, 0xD4, item.p1, item.key_id, sealed, item.note)
         elif isinstance(item, Secured):
-            flows.secured(lambda apdu, note, i=i, e=item.expect: tsend(apdu, note, i, e if apdu[1] != 0x84 else (0x9000,)),
-                          keys, item.ref, item.cla, item.ins, item.p1, item.p2, item.body, item.note)
+            flows.secured(tsend, keys, item.ref, item.cla, item.ins, item.p1, item.p2, item.body, item.note)
         else:
             raise TypeError(f"unknown script item {item!r}")
     return log
