@@ -6,17 +6,19 @@ from dataclasses import dataclass, field
 
 from applets.encoding import decode
 from applets.life import LIFE_SFI, LIFE_TAG, STATES
+from cardos.crypto import Algorithm
 from cardos.files import KEY_EXTERNAL, KEY_INTERNAL
 from cardos.tlv import parse as parse_tlv
 from terminal import apdus, flows
 from terminal.factors import Factors
-from terminal.security import SecurityModule
+from terminal.security import SecurityModule, SecurityModuleError
 from terminal.status import SELECTED, sw_name
 
 from .compile import card_key
 from .profile import Item, Profile
 
 READ_KEY = 0x0A
+FLAGS = {0x01: Algorithm.TDES, 0x03: Algorithm.SM4}
 
 
 class ReadError(RuntimeError):
@@ -51,10 +53,20 @@ def authenticate_reader(send, profile: Profile, keys: SecurityModule, factors: F
     rk = next((k for k in ssse.keys if k.type == KEY_EXTERNAL and k.id == READ_KEY), None)
     if ik is None or rk is None:
         raise ReadError("the profile has no internal-authentication key or key 0A in SSSE")
-    problem = flows.check_card(send, keys, card_key(ik, factors), ik.id)
+    ia, ra = card_key(ik, factors), card_key(rk, factors)
+    fci, _ = send(apdus.select_name(apdus.SSSE_NAME), "select SSSE")
+    flag = apdus.algorithm_flag(fci)
+    try:
+        ours = {name: keys.algorithm(ref) for name, ref in (("ia", ia), ("ra", ra))}
+    except SecurityModuleError as e:
+        raise ReadError(f"a 3.00 card, but the security module cannot check it or open key 0A (RKSSSE): {e}") from None
+    if FLAGS.get(flag) not in ours.values() or len(set(ours.values())) != 1:
+        raise ReadError(f"the card's algorithm flag is {apdus.FLAG_NAMES.get(flag, f'{flag:02X}')}; the security "
+                        f"module's keys are {ours['ia'].value.upper()}")
+    problem = flows.check_card(send, keys, ia, ik.id)
     if problem:
         raise ReadError(problem)
-    sw = flows.external_authenticate(send, keys, card_key(rk, factors), READ_KEY, "key 0A")
+    sw = flows.external_authenticate(send, keys, ra, READ_KEY, "key 0A")
     if sw != 0x9000:
         raise ReadError(f"EXTERNAL AUTHENTICATE with key 0A (RKSSSE) answered {sw:04X} ({sw_name(sw)})")
 

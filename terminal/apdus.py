@@ -12,6 +12,16 @@ SSSE_NAME = bytes.fromhex("7378312E73682EC9E7BBE1B1A3D5CF")   # "sx1.sh.社会�
 ISSUER_DATA_SFI = 0x05
 
 
+ALGORITHM_FLAG = bytes.fromhex("9F0C038601")
+FLAG_NAMES = {0x01: "3DES", 0x02: "SSF33", 0x03: "SM4"}
+
+
+def algorithm_flag(fci: bytes) -> int:
+    """The SSSE FCI's algorithm flag 9F0C 03 86 01 xx, searched as terminals do; 01 (3DES) when absent."""
+    at = fci.find(ALGORITHM_FLAG)
+    return fci[at + len(ALGORITHM_FLAG)] if at >= 0 and at + len(ALGORITHM_FLAG) < len(fci) else 0x01
+
+
 def select_fid(fid: int) -> bytes:
     return build(0x00, 0xA4, 0x00, 0x00, fid.to_bytes(2, "big"))
 

@@ -208,3 +208,18 @@ def test_a_psam_cryptogram_is_masked_in_logs():
     from cardos import redact
     apdu = bytes.fromhex("80FA000008" + "11" * 8)
     assert "redacted" in redact.response(apdu, bytes.fromhex("A1B2C3D4E5F60718" + "9000"))
+
+
+def test_a_3des_psam_on_an_sm4_card_is_named_as_such():
+    with pytest.raises(ReadError, match="algorithm flag is SM4.*3DES"):
+        read_card(InProcess(card("sm4-3.00")), prof("sm4-3.00"), module("default"))
+
+
+def test_a_psam_without_rksse_says_it_cannot_open_key_0a():
+    from personalize.profile import build
+    doc = dict(prof("sm4-3.00").source)
+    doc["psam"] = dict(doc["psam"], keys=[k for k in doc["psam"]["keys"] if k["master"] != "RK_SSSE"])
+    lacking = build(doc)
+    sm = psam.security_module(InProcess(a_psam("sm4-3.00")), lacking)
+    with pytest.raises(ReadError, match="RKSSSE.*no key for RK_SSSE"):
+        read_card(InProcess(card("sm4-3.00")), lacking, sm)
