@@ -223,3 +223,32 @@ def test_a_psam_without_rksse_says_it_cannot_open_key_0a():
     sm = psam.security_module(InProcess(a_psam("sm4-3.00")), lacking)
     with pytest.raises(ReadError, match="RKSSSE.*no key for RK_SSSE"):
         read_card(InProcess(card("sm4-3.00")), lacking, sm)
+
+
+class _Recording(Card):
+    """A card that notes every raw command it gets, in one shared list."""
+
+    def __init__(self, template: Card, who: str, seen: list) -> None:
+        super().__init__(Store(dict(template.store.data)), template.config)
+        self.who, self.seen = who, seen
+
+    def transmit(self, raw: bytes) -> bytes:
+        resp = super().transmit(raw)
+        self.seen.append(f"{self.who} {raw[:5].hex().upper()} -> {resp[-2:].hex().upper()}")
+        return resp
+
+
+def test_the_kiosk_write_sends_the_public_trace_headers_and_lengths():
+    seen: list[str] = []
+    c = _Recording(card(), "card", seen)
+    p = _Recording(_psam_template(), "psam", seen)
+    kiosk.write(InProcess(c), prof(), psam.security_module(InProcess(p), prof()), {"sex": "1", "person_id": "330300000777"})
+    start = seen.index("card 0084000008 -> 9000")
+    trace = [line for line in seen[start:] if not line.startswith("card 00B2")]
+    assert trace[:14] == [
+        "card 0084000008 -> 9000", "psam 00A4040006 -> 610A", "psam 00C000000A -> 9000",
+        "psam BFDE481218 -> 9000", "psam 80FA000008 -> 6108", "psam 00C0000008 -> 9000",
+        "card 0082000410 -> 9000", "card 00DC0A3003 -> 9000",                     # EF06 sex by tag (P2 30)
+        "card 0084000008 -> 9000", "psam 00A4040006 -> 610A", "psam 00C000000A -> 9000",
+        "psam BFDE481318 -> 9000", "psam 80FA000008 -> 6108", "psam 00C0000008 -> 9000"]
+    assert "card 00DCEA680E -> 9000" in seen                                        # EF0D by tag (P2 68)
