@@ -15,7 +15,7 @@ from cardos.files import KEY_EXTERNAL
 from terminal import apdus, flows
 from terminal.factors import Factors
 from terminal.security import SecurityModule
-from terminal.status import SELECTED, sw_name
+from terminal.status import sw_name
 
 from . import cardholders
 from .compile import DataError, card_key, encode_item, writer_key_id
@@ -74,7 +74,7 @@ def write(transport, profile: Profile, sm: SecurityModule, sets: dict[str, str])
     changes = plan(profile, sets)
     send = flows.sender(transport)
     factors = flows.read_factors(send, transport.atr())
-    path, ssse = profile.role("ssse")
+    _, ssse = profile.role("ssse")
     done = []
     _select_ssse(send)
     opened = None
@@ -95,7 +95,7 @@ def write(transport, profile: Profile, sm: SecurityModule, sets: dict[str, str])
 
 def _select_ssse(send) -> None:
     _, sw = send(apdus.select_name(apdus.SSSE_NAME), "select SSSE")
-    if sw not in SELECTED[:1]:
+    if sw != 0x9000:
         raise KioskError(f"SELECT SSSE answered {sw:04X} ({sw_name(sw)})")
 
 
