@@ -70,6 +70,69 @@ def _keys(path: str | None, required: bool = True):
         _bad(str(e))
 
 
+def _bad(message: str) -> None:
+    e = click.ClickException(message)
+    e.exit_code = 2
+    raise e
+
+
+@contextlib.contextmanager
+def _security(keys_path: str | None, psam: str | None, prof, required: bool = True):
+    """The security module the user named: the issuer key file (--keys) or a PSAM (--psam READER|IMAGE).
+
+    With a PSAM the key file is never opened; its errors (a PSAM of other keys, a key it lacks,
+    a key it will not export) end the command with one line.
+    """
+    from terminal.security import Refused, SecurityModuleError
+    if keys_path and psam:
+        _bad("give the issuer key file (--keys) or a PSAM (--psam), not both")
+    if not psam:
+        try:
+            yield _keys(keys_path, required)
+        except (Refused, SecurityModuleError) as e:
+            _fail(str(e))
+        return
+    from personalize import psam as psam_mod
+    with _psam_transport(psam) as t:
+        try:
+            yield psam_mod.security_module(t, prof)
+        except psam_mod.PsamError as e:
+            _bad(str(e))
+        except (Refused, SecurityModuleError) as e:
+            _fail(str(e))
+
+
+@contextlib.contextmanager
+def _psam_transport(name: str):
+    """A PSAM image file (in process, left unchanged) or a PC/SC reader holding one."""
+    from reader_bridge.transport import InProcess, TransportError
+    if Path(name).is_file():
+        card = _load_image(name)
+        card.power_on()
+        yield InProcess(card, name=name)
+        return
+    from reader_bridge.pcsc import PcscTransport
+    try:
+        t = PcscTransport(name)
+    except TransportError as e:
+        _fail(f"--psam {name}: no such image file, and as a reader: {e}")
+    try:
+        yield t
+    except TransportError as e:
+        _fail(f"PSAM: {e}")
+    finally:
+        t.close()
+
+
+def _factors(t):
+    """The card's diversification factors, read as a terminal reads them (ATR, region of EF05 tag 01)."""
+    from terminal import flows
+    return flows.read_factors(flows.sender(t), t.atr())
+
+
+psam_option = click.option("--psam", help="A PSAM instead of --keys: its reader name, or a PSAM image file.")
+
+
 @contextlib.contextmanager
 def _card_transport(image_path: str | None, reader: str | None):
     """The transport the user named: a saved card image (saved again afterwards) or a PC/SC reader."""
@@ -162,9 +225,12 @@ def image() -> None:
 @click.option("--serial", help="The chip's 8-byte serial (hex), the ATR's last bytes; default: derived from PATH.")
 @click.option("--fault", "faults", multiple=True, help="A deliberate defect (QA): pin-counter-stuck, read-rights-ignored.")
 @click.option("--force", is_flag=True, help="Overwrite an existing image.")
+@click.option("--psam", "make_psam", is_flag=True, help="A PSAM (the terminal's security module) instead of a card: "
+              "the profile's key table, masters from --keys.")
+@click.option("--region", help="--psam: the 6-digit region code of its terminal number (e.g. 330300).")
 def image_new(path: str, profile: str | None, keys_path: str | None, blank: bool, activate: bool,
-              serial: str | None, faults: tuple[str, ...], force: bool) -> None:
-    """Write a new card image: the profile's card personalized for a sample cardholder."""
+              serial: str | None, faults: tuple[str, ...], force: bool, make_psam: bool, region: str | None) -> None:
+    """Write a new card image: the profile's card personalized for a sample cardholder, or a PSAM."""
     from personalize import cardholders, lifecycle, virtual
     from personalize.script import ScriptError
     from reader_bridge.transport import InProcess
@@ -172,6 +238,8 @@ def image_new(path: str, profile: str | None, keys_path: str | None, blank: bool
     if Path(path).exists() and not force:
         _fail(f"{path} exists; pass --force to overwrite it")
     prof = _profile(profile)
+    if make_psam:
+        return _new_psam(path, prof, keys_path, region, serial)
     holder = cardholders.sample()
     if serial is not None:
         try:
@@ -205,6 +273,29 @@ def image_new(path: str, profile: str | None, keys_path: str | None, blank: bool
     note = "" if keys_path else " (published demo keys: never for real cards)"
     click.echo(f"{path}: {prof.name} card of {holder['name']} {holder['card_number']}, "
                f"{card.fs.used()} of {card.config.capacity} bytes used{note}")
+
+
+def _new_psam(path: str, prof, keys_path: str | None, region: str | None, serial: str | None) -> None:
+    from personalize import psam, virtual
+    from personalize.script import ScriptError
+    if not region:
+        _bad("--psam needs --region (the 6-digit region code of its terminal number)")
+    try:
+        chip = bytes.fromhex(serial) if serial else psam.psam_serial(str(Path(path).resolve()))
+    except ValueError:
+        chip = b""
+    if len(chip) != 8:
+        _bad(f"--serial {serial!r}: 8 bytes of hex are needed")
+    keys = _keys(keys_path, required=False) or virtual.demo_issuer_keys(prof)
+    try:
+        card = psam.make(prof, keys, region, chip)
+    except psam.PsamError as e:
+        _bad(str(e))
+    except ScriptError as e:
+        _fail(f"making the PSAM: {e}")
+    card_image.save(card, path)
+    note = "" if keys_path else " (published demo keys: never for real terminals)"
+    click.echo(f"{path}: PSAM for {prof.name}, region {region}, {len(prof.psam.keys)} keys{note}")
 
 
 @image.command("info")
@@ -379,13 +470,13 @@ def readers() -> None:
 @with_card
 @click.option("--profile", default=None, help="The card's profile (default: default).")
 @click.option("--keys", "keys_path", type=click.Path(dir_okay=False), help="Issuer key file (3.00 cards need it).")
+@psam_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def read(image_path, reader, profile, keys_path, as_json) -> None:
-    """Read and decode the card and holder data, as a terminal does."""
+def read(image_path, reader, profile, keys_path, psam, as_json) -> None:
+    """Read and decode the card and holder data, as a terminal does (3.00: with --keys or --psam)."""
     from personalize.readout import ReadError, read_card
     prof = _profile(profile)
-    provider = _keys(keys_path, required=False)
-    with _card_transport(image_path, reader) as t:
+    with _security(keys_path, psam, prof, required=False) as provider, _card_transport(image_path, reader) as t:
         try:
             r = read_card(t, prof, provider)
         except ReadError as e:
@@ -396,15 +487,15 @@ def read(image_path, reader, profile, keys_path, as_json) -> None:
     labels = {it.field: it.name for _, df in prof.walk() for f in df.files for it in _all_items(f.items) if it.field}
     labels["spec_version"] = "specification version"
     click.echo(f"ATR {r.atr}   generation {r.generation}" + ("   (authenticated)" if r.authenticated else ""))
-    click.echo(f"{'full name':32} {r.full_name}")
+    if r.full_name:
+        click.echo(f"{'full name':32} {r.full_name}")
     for k, v in r.items.items():
         if k not in ("name", "name_extension"):
             click.echo(f"{labels.get(k, k):32} {v}")
     for role, state in r.life.items():
         click.echo(f"{role + ' life state':32} {state}")
     if r.refused:
-        hint = "" if provider else " (a 3.00 card reads personal data after authentication: give --keys)"
-        click.echo(f"refused: {'; '.join(r.refused)}{hint}")
+        click.echo(f"refused: {'; '.join(r.refused)}")
 
 
 def _all_items(items):
@@ -421,18 +512,21 @@ def card() -> None:
 def _life_command(op: str, help_text: str):
     @card.command(op, help=help_text)
     @with_card
-    @click.option("--keys", "keys_path", type=click.Path(dir_okay=False), required=True, help="Issuer key file.")
+    @click.option("--keys", "keys_path", type=click.Path(dir_okay=False), help="Issuer key file.")
+    @psam_option
     @click.option("--profile", default=None, help="The card's profile (default: default).")
     @click.option("--account", type=click.Choice(["ss", "bank", "both"]), default="both", show_default=True)
     @click.option("--reason", default="", help="Why (kept on the card, in the life file).")
     @click.option("--json", "as_json", is_flag=True)
-    def command(image_path, reader, keys_path, profile, account, reason, as_json):
+    def command(image_path, reader, keys_path, psam, profile, account, reason, as_json):
         from personalize import lifecycle
         from personalize.script import ScriptError
-        prof, provider = _profile(profile), _keys(keys_path)
-        with _card_transport(image_path, reader) as t:
+        prof = _profile(profile)
+        if not (keys_path or psam):
+            _bad("this operation needs the issuer key file (--keys FILE) or a PSAM (--psam READER|IMAGE)")
+        with _security(keys_path, psam, prof) as provider, _card_transport(image_path, reader) as t:
             try:
-                script = lifecycle.life_script(op, prof, t.atr()[-8:], account, reason)
+                script = lifecycle.life_script(op, prof, _factors(t), account, reason)
                 log = lifecycle.perform(t, script, provider)
             except (ScriptError, lifecycle.LifeError) as e:
                 _fail(f"{op}: {e}")
@@ -451,28 +545,104 @@ for _op, _help in (("activate", "Activate the applications (before it, PIN opera
 
 
 @card.command("pin")
-@click.argument("op", type=click.Choice(["change", "reset", "unblock"]))
+@click.argument("op", type=click.Choice(["change", "reset", "reload", "unblock"]))
 @with_card
 @click.option("--keys", "keys_path", type=click.Path(dir_okay=False), help="Issuer key file (reset, unblock).")
+@psam_option
 @click.option("--profile", default=None)
 @click.option("--account", type=click.Choice(["ss", "bank"]), default="ss", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def pin(op, image_path, reader, keys_path, profile, account, as_json):
-    """PIN change (old and new PIN prompted), reset to a new PIN (issuer key) or unblock (issuer key)."""
+def pin(op, image_path, reader, keys_path, psam, profile, account, as_json):
+    """PIN change (old and new PIN prompted), reset/reload to a new PIN or unblock (issuer key or PSAM)."""
     from personalize import lifecycle
     from personalize.script import ScriptError
     prof = _profile(profile)
-    provider = _keys(keys_path, required=op != "change")
+    op = "reset" if op == "reload" else op
+    if op != "change" and not (keys_path or psam):
+        _bad("PIN reset and unblock need the issuer key file (--keys FILE) or a PSAM (--psam READER|IMAGE)")
     old = click.prompt("current PIN", hide_input=True, err=True) if op == "change" else ""
     new = click.prompt("new PIN", hide_input=True, confirmation_prompt=True, err=True) if op != "unblock" else ""
     if new and (not new.isdigit() or not 4 <= len(new) <= 12):
-        _fail("a PIN is 4 to 12 digits")
-    with _card_transport(image_path, reader) as t:
+        _bad("a PIN is 4 to 12 digits")
+    with _security(keys_path, psam, prof, required=False) as provider, _card_transport(image_path, reader) as t:
         try:
-            log = lifecycle.perform(t, lifecycle.pin_script(op, prof, t.atr()[-8:], provider, account, old, new), provider)
-        except ScriptError as e:
+            log = lifecycle.perform(t, lifecycle.pin_script(op, prof, _factors(t), provider, account, old, new),
+                                    provider)
+        except (ScriptError, lifecycle.LifeError) as e:
             _fail(f"PIN {op}: {e}")
     _exchanges(log, as_json)
+
+
+@card.command("write")
+@with_card
+@click.option("--keys", "keys_path", type=click.Path(dir_okay=False), help="Issuer key file.")
+@psam_option
+@click.option("--profile", default=None)
+@click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE", required=True,
+              help="A data item to write, by field name (person_id, first_region, …); repeat.")
+@click.option("--json", "as_json", is_flag=True)
+def card_write(image_path, reader, keys_path, psam, profile, sets, as_json):
+    """Kiosk writes after issuance: EF0D after key 0D, EF05/EF06 after key 04, each record read back."""
+    from personalize import kiosk
+    prof = _profile(profile)
+    values = {}
+    for text in sets:
+        name, sep, value = text.partition("=")
+        if not sep or not name:
+            _bad(f"--set {text!r}: FIELD=VALUE is needed")
+        values[name.strip()] = value.strip()
+    try:
+        kiosk.plan(prof, values)
+    except kiosk.KioskError as e:
+        _bad(str(e))
+    if not (keys_path or psam):
+        _bad("writing needs the issuer key file (--keys FILE) or a PSAM (--psam READER|IMAGE)")
+    with _security(keys_path, psam, prof) as provider, _card_transport(image_path, reader) as t:
+        try:
+            done = kiosk.write(t, prof, provider, values)
+        except kiosk.KioskError as e:
+            _fail(str(e))
+    click.echo(json.dumps(done, indent=1) if as_json else "\n".join(done))
+
+
+def _fen(text: str, what: str) -> int:
+    from decimal import Decimal, InvalidOperation
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        value = Decimal(-1)
+    if value < 0 or value != value.quantize(Decimal("0.01")):
+        _bad(f"--{what} {text!r}: an amount in yuan with at most two decimals")
+    return int(value * 100)
+
+
+@card.command("settle")
+@with_card
+@click.option("--keys", "keys_path", type=click.Path(dir_okay=False), help="Issuer key file (a log written under a key).")
+@psam_option
+@click.option("--profile", default=None)
+@click.option("--kind", type=click.Choice(["1", "2", "3"]), default="1", show_default=True,
+              help="1 outpatient, 2 inpatient, 3 pharmacy.")
+@click.option("--institution", required=True, help="The designated institution's code (up to 12 digits).")
+@click.option("--total", required=True, help="Total amount in yuan.")
+@click.option("--fund", required=True, help="Paid by the medical-insurance fund, in yuan.")
+def card_settle(image_path, reader, keys_path, psam, profile, kind, institution, total, fund):
+    """A hospital terminal's medical settlement: one record appended to DF04's transaction log."""
+    import datetime as dt
+    from personalize import settlement
+    prof = _profile(profile)
+    s = settlement.Settlement(kind, institution, _fen(total, "total"), _fen(fund, "fund"), dt.datetime.now())
+    try:
+        s.record(0)
+    except settlement.SettlementError as e:
+        _bad(str(e))
+    pin = click.prompt("cardholder PIN", hide_input=True, err=True)
+    with _security(keys_path, psam, prof, required=False) as provider, _card_transport(image_path, reader) as t:
+        try:
+            n = settlement.append(t, prof, s, pin, provider)
+        except settlement.SettlementError as e:
+            _fail(str(e))
+    click.echo(f"settlement {n} appended to the medical transaction log and read back")
 
 
 # ---- personalization ----------------------------------------------------------------------------
@@ -623,6 +793,7 @@ def perso_script_cmd(phase, profile, csv_path, line, atr, keys_path, reveal, out
     """Write a phase as an annotated APDU script for review or for other tools."""
     from personalize import cardholders, compile, virtual
     from personalize.script import render
+    from terminal.factors import card_factor
     prof = _profile(profile)
     provider = _keys(keys_path, required=False) if reveal else None
     if reveal and provider is None:
@@ -638,10 +809,10 @@ def perso_script_cmd(phase, profile, csv_path, line, atr, keys_path, reveal, out
             holder = rows[line]
         card_atr = bytes.fromhex(atr) if atr else virtual.config_for(prof, virtual.chip_serial(holder.get("card_number", ""))).atr
         try:
-            values = cardholders.values(holder, prof, card_atr[-8:])
+            values = cardholders.values(holder, prof, card_factor(card_atr))
         except cardholders.HolderError as e:
             _fail(f"line {line}: {e}")
-        script = compile.perso_script(prof, values, card_atr[-8:])
+        script = compile.perso_script(prof, values, card_factor(card_atr))
     text = "\n".join([f"# sscard {phase} script for {prof.name} (profile digest {prof.digest})"] +
                      render(script, provider, reveal)) + "\n"
     if output:
@@ -655,22 +826,28 @@ def perso_script_cmd(phase, profile, csv_path, line, atr, keys_path, reveal, out
 @with_card
 @click.option("--profile", default=None, help="The card's profile (default: default).")
 @click.option("--keys", "keys_path", type=click.Path(dir_okay=False), help="Issuer key file (cases that need keys).")
+@psam_option
 @click.option("--destructive", is_flag=True, help="Also run cases that lock PINs or block the card.")
 @click.option("--only", multiple=True, help="Run only cases whose id starts with this (e.g. PIN, ITEM-06).")
 @click.option("--junit", type=click.Path(dir_okay=False), help="Write JUnit XML here.")
 @click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Write an HTML report here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of a table.")
-def conformance(image_path, reader, profile, keys_path, destructive, only, junit, html_path, as_json):
+def conformance(image_path, reader, profile, keys_path, psam, destructive, only, junit, html_path, as_json):
     """Run the conformance suite against a card; exit 1 when a case fails.
 
     With --image the suite works on a copy in memory: the image file is left as it was.
     """
-    from conformance import runner
-    from reader_bridge.transport import InProcess
     prof = _profile(profile)
-    provider = _keys(keys_path, required=False)
     if bool(image_path) == bool(reader):
         _fail("name the card with exactly one of --image FILE or --reader NAME")
+    with _security(keys_path, psam, prof, required=False) as provider:
+        _conformance(image_path, reader, prof, provider, "psam" if psam else bool(provider), destructive, only,
+                     junit, html_path, as_json)
+
+
+def _conformance(image_path, reader, prof, provider, keys_kind, destructive, only, junit, html_path, as_json):
+    from conformance import runner
+    from reader_bridge.transport import InProcess
     if image_path:
         t = InProcess(_load_image(image_path), name=image_path)
     else:
@@ -683,7 +860,7 @@ def conformance(image_path, reader, profile, keys_path, destructive, only, junit
     try:
         outcomes = runner.run(t, prof, provider, destructive, only=only)
         card = {"target": image_path or reader, "atr": t.atr().hex().upper(), "profile": prof.name,
-                "profile_digest": prof.digest, "keys": bool(provider), "destructive": destructive,
+                "profile_digest": prof.digest, "keys": keys_kind, "destructive": destructive,
                 "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     finally:
         t.close()

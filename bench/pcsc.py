@@ -46,6 +46,7 @@ def main() -> None:
     from personalize import cardholders, compile, lifecycle, virtual
     from personalize.script import run
     from personalize.verify import verify_card
+    from terminal.factors import card_factor
     from reader_bridge.pcsc import PcscTransport
     from reader_bridge.transport import InProcess
     from tests.ss import card, factor, keys, prof
@@ -98,8 +99,8 @@ def main() -> None:
             atr = _wait_card("Virtual PCD 00 00", last)
             c0 = time.perf_counter()
             t = PcscTransport("Virtual PCD 00 00")
-            values = cardholders.values(h, prof(), atr[-8:])
-            run(t.transmit, compile.perso_script(prof(), values, atr[-8:]), keys())
+            values = cardholders.values(h, prof(), card_factor(atr))
+            run(t.transmit, compile.perso_script(prof(), values, card_factor(atr)), keys())
             t.reset()
             verify_card(t, prof(), values, keys())
             per_card.append(time.perf_counter() - c0)

@@ -20,6 +20,7 @@ def main() -> None:
     from personalize.script import run
     from personalize.verify import verify_card
     from reader_bridge.transport import InProcess
+    from terminal.factors import card_factor
     from tests.ss import keys, prof
 
     p, k = prof(), keys()
@@ -31,8 +32,8 @@ def main() -> None:
         run(InProcess(card).transmit, compile.init_script(p), k)
         card.power_on()
         t1 = time.perf_counter()
-        values = cardholders.values(h, p, card.atr[-8:])
-        run(InProcess(card).transmit, compile.perso_script(p, values, card.atr[-8:]), k)
+        values = cardholders.values(h, p, card_factor(card.atr))
+        run(InProcess(card).transmit, compile.perso_script(p, values, card_factor(card.atr)), k)
         card.power_on()
         t2 = time.perf_counter()
         verify_card(InProcess(card), p, values, k)

@@ -167,14 +167,15 @@ class Card:
             return b"\x6f\x00"
 
     def _dispatch(self, cmd: Apdu, pending: bytes) -> bytes:
-        if cmd.cla == 0xFF or cmd.cla & 0x70 or cmd.cla & 0x08:
-            raise CardError(sw.CLA_NOT_SUPPORTED)
-        if cmd.channel:
-            raise CardError(sw.CHANNEL_NOT_SUPPORTED)
         entry = self.commands.get(cmd.ins)
-        if entry is None:
-            raise CardError(sw.INS_NOT_SUPPORTED)
-        if cmd.cla not in entry.classes:
+        # A class an instruction declares is taken as it is (a PSAM's proprietary BF, say).
+        if entry is None or cmd.cla not in entry.classes:
+            if cmd.cla == 0xFF or cmd.cla & 0x70 or cmd.cla & 0x08:
+                raise CardError(sw.CLA_NOT_SUPPORTED)
+            if cmd.channel:
+                raise CardError(sw.CHANNEL_NOT_SUPPORTED)
+            if entry is None:
+                raise CardError(sw.INS_NOT_SUPPORTED)
             raise CardError(sw.CLA_NOT_SUPPORTED)
         if self.store.get(CARD_BLOCKED):
             raise CardError(sw.FUNCTION_NOT_SUPPORTED, "card blocked")

@@ -115,6 +115,14 @@ def diversify(alg: Algorithm, master: bytes, factor: bytes) -> bytes:
     return encrypt_ecb(alg, master, factor) + encrypt_ecb(alg, master, inverse)
 
 
+def diversify_levels(alg: Algorithm, master: bytes, factors: tuple[bytes, ...] | list[bytes]) -> bytes:
+    """PSAM multi-level diversification: factors lowest level first, applied from the highest down."""
+    key = master
+    for factor in reversed(tuple(factors)):
+        key = diversify(alg, key, factor)
+    return key
+
+
 def seal(alg: Algorithm, key: bytes, data: bytes) -> bytes:
     """Secured-data envelope: ECB of LD ‖ data, then 80 00… only when not block-aligned (PBOC)."""
     plain = bytes([len(data)]) + data

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 # INS whose command data is a PIN, a key record or a cryptogram in every form.
 _SECRET_DATA = {0x20: "PIN", 0x5E: "PIN", 0x24: "PIN/MAC", 0xD4: "key", 0x82: "cryptogram"}
-# INS whose answer is a cryptogram the card computed.
-_SECRET_ANSWER = {0x88}
+# INS whose answer is a cryptogram the card computed (a PSAM's DES CRYPT too).
+_SECRET_ANSWER = {0x88, 0xFA}
 
 
 def _mask(n: int, what: str) -> str:

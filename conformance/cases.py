@@ -13,8 +13,9 @@ from cardos.files import KEY_INTERNAL, KEY_MAINTENANCE, KEY_PIN_RELOAD, KEY_PIN_
 from cardos.tlv import find, parse
 from personalize import lifecycle
 from personalize.compile import card_key
-from personalize.readout import check_card
+from terminal.flows import check_card
 from personalize.profile import Item
+from terminal.security import SecurityModuleError
 
 from .context import CaseFailure, CaseSkipped, Context
 
@@ -64,8 +65,11 @@ def _active(ctx: Context, role: str = "ssse") -> None:
         return
     keys = ctx.need_keys()
     account = "ss" if role == "ssse" else "bank"
-    lifecycle.perform(ctx.transport, lifecycle.life_script("activate", ctx.profile, ctx.factor, account,
-                                                           "conformance test"), keys)
+    try:
+        lifecycle.perform(ctx.transport, lifecycle.life_script("activate", ctx.profile, ctx.factor, account,
+                                                               "conformance test"), keys)
+    except SecurityModuleError as e:
+        raise CaseSkipped(f"activating the {account} account: {e}") from None
     ctx.reset()
 
 
@@ -188,7 +192,7 @@ def _maybe_open_personal(ctx: Context) -> None:
     ctx.select_role("ssse")
     if ctx.profile.generation == "3.00":
         if ctx.keys is None:
-            raise CaseSkipped("3.00 personal data needs the issuer key file (--keys)")
+            raise CaseSkipped("3.00 personal data needs the issuer key file (--keys) or a PSAM (--psam)")
         _internal_auth(ctx)
         check(ctx.authenticate("ssse", 0x0A) == 0x9000, "EXTERNAL AUTHENTICATE with key 0A failed")
 
@@ -324,7 +328,7 @@ def acc_3_00(ctx):
 def _internal_auth(ctx: Context) -> None:
     keys = ctx.need_keys()
     ref = ctx.key_ref("ssse", KEY_INTERNAL, 0x00)
-    problem = check_card(lambda apdu: ctx.send(apdu, "INTERNAL AUTHENTICATE"), keys, ref, 0x00)
+    problem = check_card(ctx.send, keys, ref, 0x00)
     check(problem is None, problem)
 
 
@@ -499,7 +503,7 @@ def card_block(ctx):
     mk = next((k for k in ctx.profile.mf.keys if k.type == KEY_MAINTENANCE), None)
     if mk is None:
         raise CaseSkipped("the profile's MF has no maintenance key")
-    ref = card_key(mk, ctx.factor)
+    ref = ctx.usable(card_key(mk, ctx.factor))
     ctx.expect("00A40000023F00", 0x9000, note="select MF")
     check(ctx.secured(0x84, 0x16, 0x00, 0x00, b"", ref, "CARD BLOCK") == 0x9000, "CARD BLOCK refused")
     ctx.reset()
@@ -582,3 +586,41 @@ def ext_isolation(ctx):
                note="health creates civil affairs' DF06")
     _, sw = ctx.send(fmcos.create_file(DedicatedFile(0xDF05, size=0x100, name=b"EXT.HEALTH")), "health creates DF05")
     check(sw in (0x9000, 0x6A86), f"health could not create its own DF05: {sw:04X}")
+
+
+# ---- the PSAM (psam.md) --------------------------------------------------------------------------
+
+PSAM_SELECT = "00A4040006D15600000590"
+
+
+@case("PSAM-01", "The PSAM selects by AID with 61xx + GET RESPONSE and reads its 6-byte terminal number", "psam.md §1-§2")
+def psam_select(ctx):
+    psam = ctx.need_psam()
+    _, sw = ctx.send(PSAM_SELECT, "select the PSAM application", to=psam)
+    check(sw >> 8 == 0x61, f"SELECT answered {sw:04X}, a T=0 PSAM answers 61xx")
+    fci = ctx.expect(build(0x00, 0xC0, 0x00, 0x00, le=sw & 0xFF), 0x9000, note="GET RESPONSE", to=psam)
+    check(bytes.fromhex("D15600000590") in fci, "the FCI does not name D15600000590")
+    number = ctx.expect("00B0960006", 0x9000, note="terminal number (EF 0016)", to=psam)
+    check(len(number) == 6, f"terminal number of {len(number)} bytes")
+
+
+@case("PSAM-02", "The PSAM refuses DES CRYPT before DES INIT, unknown keys, wrong lengths and P1 bits", "psam.md §2")
+def psam_errors(ctx):
+    psam = ctx.need_psam()
+    psam.reset()
+    _, sw = ctx.send(PSAM_SELECT, "select the PSAM application", to=psam)
+    check(sw == 0x9000 or sw >> 8 == 0x61, f"SELECT answered {sw:04X}")
+    ctx.expect("80FA000008" + "00" * 8, 0x6985, note="DES CRYPT before DES INIT", to=psam)
+    ctx.expect("801AFFFF08" + "00" * 8, 0x6A88, 0x6A82, note="DES INIT of an unknown key", to=psam)
+    ctx.expect("80FA000007" + "00" * 7, 0x6700, 0x6985, note="DES CRYPT of 7 bytes", to=psam)
+    ctx.expect("80FA090008" + "00" * 8, 0x6A86, note="DES CRYPT with P1 bits outside b1-b3", to=psam)
+
+
+@case("PSAM-03", "The card takes the PSAM's kiosk cryptogram (BF DE, E(K, R) ‖ R) for keys 04 and 0D", "psam.md §1")
+def psam_kiosk(ctx):
+    ctx.need_psam()
+    for key_id in (0x04, 0x0D):
+        ctx.select_role("ssse")
+        check(ctx.authenticate("ssse", key_id) == 0x9000, f"EXTERNAL AUTHENTICATE {key_id:02X} with the PSAM's cryptogram")
+        sent = [x.command for x in ctx.log if x.command.startswith(f"008200{key_id:02X}")]
+        check(bool(sent) and sent[-1][8:10] == "10", f"EXTERNAL AUTHENTICATE {key_id:02X} was not sent with Lc 10")

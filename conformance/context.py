@@ -6,33 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from cardos import redact
-from cardos.apdu import build, split_response
-from personalize.compile import card_key
-from personalize.fmcos import select_path
-from personalize.keys import KeyProvider
+from cardos.apdu import split_response
+from personalize.compile import DataError, card_key
 from personalize.profile import DFDecl, Profile
-
-SW_NAMES = {
-    0x9000: "ok", 0x6281: "data may be corrupted", 0x6581: "memory failure", 0x6700: "wrong length",
-    0x6881: "logical channel not supported", 0x6982: "security status not satisfied", 0x6983: "blocked",
-    0x6984: "reference data unusable", 0x6985: "conditions of use not satisfied", 0x6986: "no current EF",
-    0x6988: "MAC wrong", 0x6A80: "wrong data", 0x6A81: "function not supported / application blocked",
-    0x6A82: "file not found", 0x6A83: "record not found", 0x6A84: "not enough memory", 0x6A86: "wrong P1P2",
-    0x6A88: "reference data not found", 0x6B00: "offset beyond file", 0x6D00: "INS unknown",
-    0x6E00: "CLA unknown", 0x9302: "MAC wrong (FMCOS)", 0x9303: "application permanently locked",
-}
-
-
-def sw_name(sw: int) -> str:
-    hi = sw >> 8
-    if hi == 0x61:
-        return f"{sw & 0xFF} bytes waiting"
-    if hi == 0x6C:
-        return f"wrong Le, exact length {sw & 0xFF}"
-    if sw & 0xFFF0 == 0x63C0:
-        return f"verification failed, {sw & 0xF} tries left"
-    return SW_NAMES.get(sw, "unknown")
-
+from terminal import apdus, flows
+from terminal.factors import Factors
+from terminal.security import SecurityModule
+from terminal.status import sw_name
 
 class CaseFailure(AssertionError):
     """What a case found wrong, in words QA can file."""
@@ -59,24 +39,32 @@ class Context:
 
     transport: object
     profile: Profile
-    keys: KeyProvider | None = None
+    keys: SecurityModule | None = None
     destructive: bool = False
     pin: str = ""
     log: list[Exchange] = field(default_factory=list)
+    factors: Factors | None = None
 
     # -- talking ----------------------------------------------------------------------------
-    def send(self, apdu: bytes | str, note: str = "") -> tuple[bytes, int]:
+    def send(self, apdu: bytes | str, note: str = "", to=None) -> tuple[bytes, int]:
         raw = bytes.fromhex(apdu.replace(" ", "")) if isinstance(apdu, str) else apdu
         # Raw: the suite judges the card's own answers, 61xx and 6Cxx included.
-        resp = self.transport.transmit_raw(raw)
+        resp = (to or self.transport).transmit_raw(raw)
         data, sw = split_response(resp)
         shown = redact.response(raw, resp)[:-4]
-        self.log.append(Exchange(redact.command(raw), shown, sw, note))
+        self.log.append(Exchange(redact.command(raw), shown, sw, ("PSAM: " if to else "") + note))
         return data, sw
 
-    def expect(self, apdu: bytes | str, *sws: int, note: str = "") -> bytes:
+    def need_psam(self):
+        """The PSAM's transport, when the suite runs with --psam."""
+        t = getattr(self.keys, "transport", None)
+        if t is None:
+            raise CaseSkipped("a PSAM case: run with --psam")
+        return t
+
+    def expect(self, apdu: bytes | str, *sws: int, note: str = "", to=None) -> bytes:
         """Send and require one of the status words; the failure message names what came back."""
-        data, sw = self.send(apdu, note)
+        data, sw = self.send(apdu, note, to)
         if sw not in sws:
             want = " or ".join(f"{s:04X}" for s in sws)
             raise CaseFailure(f"{note or 'command'}: expected {want}, card answered {sw:04X} ({sw_name(sw)})")
@@ -90,22 +78,29 @@ class Context:
         return self.profile.role(role)
 
     def select_path(self, path: tuple[int, ...], *ok: int) -> None:
-        apdus = select_path(path)
-        self.expect(apdus[0], 0x9000, note="select MF")
-        for fid, apdu in zip(path[1:], apdus[1:]):
+        walk = apdus.select_path(path)
+        self.expect(walk[0], 0x9000, note="select MF")
+        for fid, apdu in zip(path[1:], walk[1:]):
             self.expect(apdu, *(ok or (0x9000,)), note=f"select {fid:04X}")
 
     def select_role(self, role: str, *ok: int) -> None:
         self.select_path(self.role(role)[0], *ok)
 
     @property
-    def factor(self) -> bytes:
-        return self.transport.atr()[-8:]
+    def factor(self) -> Factors:
+        """The card's factors: read once by the runner (ATR, and the region for city-level keys)."""
+        return self.factors or Factors.of(self.transport.atr())
 
-    def need_keys(self) -> KeyProvider:
+    def need_keys(self) -> SecurityModule:
         if self.keys is None:
-            raise CaseSkipped("needs the issuer key file (--keys)")
+            raise CaseSkipped("needs the issuer key file (--keys) or a PSAM (--psam)")
         return self.keys
+
+    def usable(self, ref):
+        """ref, or a skip when the security module (a PSAM's key table, say) lacks its master key."""
+        if self.keys is not None and not self.keys.version(ref.name):
+            raise CaseSkipped(f"the security module holds no key {ref.name}")
+        return ref
 
     def need_destructive(self) -> None:
         if not self.destructive:
@@ -115,22 +110,19 @@ class Context:
         _, df = self.role(role)
         for k in df.keys:
             if k.type == key_type and k.id == key_id:
-                return card_key(k, self.factor)
+                try:
+                    ref = card_key(k, self.factor)
+                except DataError as e:
+                    raise CaseSkipped(str(e)) from None
+                return self.usable(ref)
         raise CaseSkipped(f"the profile's {role} has no key {key_type:02X}/{key_id:02X}")
 
     def authenticate(self, role: str, key_id: int) -> int:
         keys = self.need_keys()
-        ref = self.key_ref(role, 0x39, key_id)
-        chal = self.expect("0084000008", 0x9000, note="challenge")
-        block = (chal + bytes(16))[: keys.algorithm(ref).block]
-        return self.send(build(0x00, 0x82, 0x00, key_id, keys.encrypt(ref, block)), f"EXTERNAL AUTHENTICATE {key_id:02X}")[1]
+        return flows.external_authenticate(self.send, keys, self.key_ref(role, 0x39, key_id), key_id)
 
     def secured(self, cla: int, ins: int, p1: int, p2: int, body: bytes, ref, note: str, good_mac: bool = True) -> int:
-        keys = self.need_keys()
-        chal = self.expect("0084000008", 0x9000, note="challenge")
-        header = bytes((cla, ins, p1, p2, len(body) + 4))
-        mac = keys.mac(ref, chal, header + body) if good_mac else bytes(4)
-        return self.send(build(cla, ins, p1, p2, body + mac), note)[1]
+        return flows.secured(self.send, self.need_keys(), ref, cla, ins, p1, p2, body, note, good_mac)
 
     def pin_bcd(self, role: str = "ssse") -> bytes:
         digits = self.pin_for(role)

@@ -8,6 +8,8 @@ import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
+from terminal import flows
+
 from .cases import CASES, Case, register_item_cases
 from .context import CaseFailure, CaseSkipped, Context
 
@@ -41,10 +43,12 @@ def run(transport, profile, keys=None, destructive: bool = False, pin: str = "",
         only: tuple[str, ...] = ()) -> list[Outcome]:
     """Run the suite; the card is reset before each case so each starts from power-on."""
     outcomes = []
+    transport.reset()
+    factors = flows.read_factors(flows.sender(transport), transport.atr())
     for c in suite(profile):
         if only and not any(c.id.startswith(prefix) for prefix in only):
             continue
-        ctx = Context(transport, profile, keys, destructive, pin)
+        ctx = Context(transport, profile, keys, destructive, pin, factors=factors)
         t0 = time.monotonic()
         try:
             ctx.reset()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from cardos import image as card_image
 from cardos import sw as SW
+from terminal.factors import card_factor
 
 from . import cardholders, crash, virtual
 from .audit import AuditError, AuditLog
@@ -247,10 +248,11 @@ def _produce(t, c, holder: dict, opts: Options, bid: str, journal: Journal, audi
             journal.step(bid, c.row, "init", target, hexatr)
             trail += _sws(run(t.transmit, init_script(prof), keys))
             t.reset()
-        values = cardholders.values(holder, prof, atr[-8:], opts.rules)
+        factor = card_factor(atr)
+        values = cardholders.values(holder, prof, factor, opts.rules)
         crash.point("perso")
         journal.step(bid, c.row, "perso", target, hexatr)
-        trail += _sws(run(t.transmit, perso_script(prof, values, atr[-8:]), keys))
+        trail += _sws(run(t.transmit, perso_script(prof, values, factor), keys))
         t.reset()
         journal.step(bid, c.row, "verify")
         checked = verify_card(t, prof, values, keys)

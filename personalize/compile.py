@@ -20,7 +20,8 @@ from cardos.tlv import simple_record, tlv
 
 from . import fmcos
 from .fmcos import Step
-from .keys import KeyRef
+from terminal.factors import Factors, city_factor
+from terminal.security import KeyRef
 from .profile import DFDecl, FileDecl, Item, KeyDecl, Profile
 from .script import Authenticate, KeyLoad, ScriptItem
 
@@ -153,9 +154,12 @@ def _has_field(it: Item) -> bool:
 
 # ---- personalization --------------------------------------------------------------------------
 
-def perso_script(profile: Profile, values: dict[str, str], factor: bytes) -> list[ScriptItem]:
-    """Personalize one initialized card: its keys (diversified with `factor`), PINs and data."""
+def perso_script(profile: Profile, values: dict[str, str], factor: bytes | Factors) -> list[ScriptItem]:
+    """Personalize one initialized card: its keys (diversified with `factor` and, for two-level
+    keys, the city factor of the card identification code), PINs and data."""
     out: list[ScriptItem] = []
+    card_id = values.get("card_id")
+    factors = factor if isinstance(factor, Factors) else Factors(factor, city_factor(card_id) if card_id else None)
     records = personal_records(profile, values)
     for path, df in profile.walk():
         master = _master(df)
@@ -172,20 +176,30 @@ def perso_script(profile: Profile, values: dict[str, str], factor: bytes) -> lis
                 rec = _record(k, 0, pin_bytes(k.initial_pin))
                 out.append(KeyLoad(0x01, k.id, rec.write_data(), None, transport, f"{here}: PIN {k.id:02X}"))
             else:
-                out.append(KeyLoad(0x01, k.id, _prefix(k), card_key(k, factor), transport,
+                out.append(KeyLoad(0x01, k.id, _prefix(k), card_key(k, factors), transport,
                                    f"{here}: key {k.type:02X}/{k.id:02X}"))
-        out.append(KeyLoad(KEY_EXTERNAL, 0x00, _prefix(master), card_key(master, factor), transport,
+        out.append(KeyLoad(KEY_EXTERNAL, 0x00, _prefix(master), card_key(master, factors), transport,
                            f"{here}: key 39/00 = card master key"))
-        out += _data_steps(profile, df, path, records, factor, here)
+        out += _data_steps(profile, df, path, records, factors, here)
     return out
 
 
-def card_key(k: KeyDecl, factor: bytes) -> KeyRef:
-    """The reference of a card key: its master key, diversified unless the profile says not."""
-    return KeyRef(k.master, factor if k.diversify else None)
+def card_key(k: KeyDecl, factor: bytes | Factors, city: bytes | None = None) -> KeyRef:
+    """The reference of a card key: its master key and the factors of the levels the profile gives it."""
+    if isinstance(factor, Factors):
+        factor, city = factor.card, factor.city
+    higher = []
+    for level in reversed(k.levels):
+        if level == "city":
+            if city is None:
+                raise DataError(f"key {k.master}: its city level needs the card's region (EF05 tag 01)")
+            higher.append(city)
+        elif level == "province":
+            raise DataError(f"key {k.master}: a province level is not supported")
+    return KeyRef(k.master, factor if "card" in k.levels else None, tuple(higher))
 
 
-def _data_steps(profile: Profile, df: DFDecl, path, records: list[Record], factor: bytes, here: str) -> list[ScriptItem]:
+def _data_steps(profile: Profile, df: DFDecl, path, records: list[Record], factor: Factors, here: str) -> list[ScriptItem]:
     out: list[ScriptItem] = []
     authenticated = None
     for f in df.files:
@@ -211,12 +225,13 @@ def writer_key_id(f: FileDecl, df: DFDecl) -> int | None:
         return int(f.write_with.split(":")[-1], 16)
     right = f.spec.write_right
     for name, state in sorted(df.credentials.items(), key=lambda kv: kv[1]):
-        if name.startswith("key:") and _admits(right, state):
+        if name.startswith("key:") and admits(right, state):
             return int(name[4:], 16)
     return None
 
 
-def _admits(right: int, state: int) -> bool:
+def admits(right: int, state: int) -> bool:
+    """True when a DF security state meets an access byte XY with X ≥ Y (spec §3b)."""
     x, y = right >> 4, right & 0xF
     return (x > y and y <= state <= x) or (x == y and state == x and x != 0)
 

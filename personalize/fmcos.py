@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from cardos.apdu import build
 from cardos.crypto import Algorithm, encrypt_ecb, mac4, seal
 from cardos.files import FileSpec, KeyRecord
+from terminal import apdus
+from terminal.apdus import get_challenge, select_fid, select_path  # noqa: F401 - FMCOS scripts use them
 
 
 @dataclass(frozen=True)
@@ -17,15 +19,6 @@ class Step:
     note: str
     expect: tuple[int, ...] = (0x9000,)
     secret: bool = False
-
-
-def select_fid(fid: int) -> bytes:
-    return build(0x00, 0xA4, 0x00, 0x00, fid.to_bytes(2, "big"))
-
-
-def select_path(path: tuple[int, ...]) -> list[bytes]:
-    """The SELECTs by FID that walk from the MF down to the DF at path (path starts at 3F00)."""
-    return [select_fid(0x3F00)] + [select_fid(fid) for fid in path[1:]]
 
 
 def create_file(spec: FileSpec) -> bytes:
@@ -42,9 +35,7 @@ def write_key(record: KeyRecord, replace: bool = False) -> bytes:
 def secured(cla: int, ins: int, p1: int, p2: int, body: bytes, alg: Algorithm, key: bytes,
             challenge: bytes) -> bytes:
     """A command with a trailing MAC4 over header ‖ Lc ‖ body (spec §3 line protection)."""
-    lc = len(body) + 4
-    mac = mac4(alg, key, challenge, bytes((cla, ins, p1, p2, lc)) + body)
-    return build(cla, ins, p1, p2, body + mac)
+    return apdus.with_mac(cla, ins, p1, p2, body, lambda data: mac4(alg, key, challenge, data))
 
 
 def write_key_secured(record: KeyRecord, alg: Algorithm, master: bytes, challenge: bytes,
@@ -56,12 +47,7 @@ def write_key_secured(record: KeyRecord, alg: Algorithm, master: bytes, challeng
 
 def external_authenticate(alg: Algorithm, key: bytes, challenge: bytes, key_id: int) -> bytes:
     """EXTERNAL AUTHENTICATE with E(K, challenge padded to a block)."""
-    block = (challenge + bytes(alg.block))[: alg.block]
-    return build(0x00, 0x82, 0x00, key_id, encrypt_ecb(alg, key, block))
-
-
-def get_challenge(n: int = 8) -> bytes:
-    return build(0x00, 0x84, 0x00, 0x00, le=n)
+    return apdus.external_authenticate(key_id, encrypt_ecb(alg, key, apdus.challenge_block(alg, challenge)))
 
 
 def erase_df() -> bytes:

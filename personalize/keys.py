@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, hmac
@@ -20,7 +18,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from cardos.crypto import Algorithm, diversify, encrypt_ecb, mac4, seal
+from cardos.crypto import Algorithm, diversify, diversify_levels, encrypt_ecb, mac4, seal
+from terminal.security import KeyRef, SecurityModule
 
 PASSPHRASE_ENV = "SSCARD_KEYS_PASSPHRASE"
 FORMAT = "sscard-issuer-keys"
@@ -30,41 +29,8 @@ class UnknownKey(LookupError):
     """A key the script names is not in the key file; the message names it, never a value."""
 
 
-@dataclass(frozen=True)
-class KeyRef:
-    """A card key: the issuer master key it derives from and the 8-byte diversification factor."""
-
-    name: str
-    factor: bytes | None = None
-
-    def __str__(self) -> str:
-        return self.name + (f"⊕{self.factor.hex().upper()}" if self.factor else "")
-
-
-class KeyProvider(Protocol):
-    """What personalization needs from keys, without ever holding a card key outside the provider."""
-
-    def algorithm(self, ref: KeyRef) -> Algorithm: ...
-
-    def encrypt(self, ref: KeyRef, block: bytes) -> bytes: ...
-
-    def mac(self, ref: KeyRef, challenge: bytes, data: bytes) -> bytes: ...
-
-    def seal(self, ref: KeyRef, data: bytes) -> bytes: ...
-
-    def session_encrypt(self, ref: KeyRef, process: bytes, block: bytes) -> bytes:
-        """E(SK, block) with SK the card key diversified by `process` (INTERNAL AUTHENTICATE check)."""
-
-    def seal_key_record(self, under: KeyRef, prefix: bytes, target: KeyRef) -> bytes:
-        """Seal prefix ‖ value(target) under `under` (secured WRITE KEY)."""
-
-    def value_for_plain_load(self, ref: KeyRef) -> bytes:
-        """The card key in clear, for plain 80 D4 into a fresh DF; an HSM may refuse this."""
-
-    def version(self, name: str) -> int: ...
-
-    def audit_mac(self, data: bytes) -> bytes:
-        """HMAC-SHA256 of data under the audit-chain key, a key derived inside the provider and never given out."""
+# The interface moved to the terminal layer; the old names stay for existing callers.
+KeyProvider = SecurityModule
 
 
 AUDIT_LABEL = b"sscard audit chain v1"
@@ -85,9 +51,7 @@ class SoftwareKeys:
             alg, value, _ = self._masters[ref.name]
         except KeyError:
             raise UnknownKey(f"the key file has no key named {ref.name!r}") from None
-        if ref.factor is None:
-            return alg, value
-        return alg, diversify(alg, value, ref.factor)
+        return alg, diversify_levels(alg, value, ref.levels)
 
     def algorithm(self, ref: KeyRef) -> Algorithm:
         return self._key(ref)[0]

@@ -16,9 +16,12 @@ from cardos.apdu import build
 from cardos.files import KEY_MAINTENANCE, KEY_PIN_RELOAD, KEY_PIN_UNBLOCK
 from cardos.tlv import simple_record
 
-from .compile import card_key, pin_bytes
-from .fmcos import Step, select_path
-from .keys import KeyProvider
+from .compile import DataError, card_key, pin_bytes
+from terminal.apdus import select_path
+from terminal.factors import Factors
+from terminal.security import SecurityModule
+
+from .fmcos import Step
 from .profile import DFDecl, Profile
 from .script import Exchange, ScriptItem, Secured, run
 
@@ -38,10 +41,13 @@ class Account:
     path: tuple[int, ...]
     df: DFDecl
 
-    def key(self, key_type: int, factor: bytes):
+    def key(self, key_type: int, factor: bytes | Factors):
         for k in self.df.keys:
             if k.type == key_type and k.id == 0:
-                return card_key(k, factor)
+                try:
+                    return card_key(k, factor)
+                except DataError as e:
+                    raise LifeError(f"{self.name} account: {e}") from None
         raise LifeError(f"{self.name} account has no key {key_type:02X}/00 in the profile")
 
     def record_number(self, tag: int) -> int:
@@ -76,7 +82,7 @@ def accounts(profile: Profile, which: str = "both") -> list[Account]:
 REASON_BYTES = 32
 
 
-def _life(acct: Account, factor: bytes, state: str, reason: str, today: dt.date) -> list[ScriptItem]:
+def _life(acct: Account, factor: bytes | Factors, state: str, reason: str, today: dt.date) -> list[ScriptItem]:
     try:
         size = len(reason.encode("gbk"))
     except UnicodeEncodeError:
@@ -91,16 +97,16 @@ def _life(acct: Account, factor: bytes, state: str, reason: str, today: dt.date)
                     f"{acct.name}: life record {tag:02X}") for tag, value in rec]
 
 
-def _block(acct: Account, factor: bytes, permanent: bool) -> Secured:
+def _block(acct: Account, factor: bytes | Factors, permanent: bool) -> Secured:
     return Secured(0x84, 0x1E, 0x00, 0x01 if permanent else 0x00, b"", acct.key(KEY_MAINTENANCE, factor),
                    f"{acct.name}: application block{' (permanent)' if permanent else ''}")
 
 
-def _unblock(acct: Account, factor: bytes) -> Secured:
+def _unblock(acct: Account, factor: bytes | Factors) -> Secured:
     return Secured(0x84, 0x18, 0x00, 0x00, b"", acct.key(KEY_MAINTENANCE, factor), f"{acct.name}: application unblock")
 
 
-def life_script(op: str, profile: Profile, factor: bytes, which: str = "both", reason: str = "",
+def life_script(op: str, profile: Profile, factor: bytes | Factors, which: str = "both", reason: str = "",
                 today: dt.date | None = None) -> list[ScriptItem]:
     """The commands of one life operation: activate, report-loss, unreport, block, unblock, replace, cancel."""
     today = today or dt.date.today()
@@ -127,7 +133,7 @@ def life_script(op: str, profile: Profile, factor: bytes, which: str = "both", r
     return out
 
 
-def pin_script(op: str, profile: Profile, factor: bytes, keys: KeyProvider, account: str = "ss",
+def pin_script(op: str, profile: Profile, factor: bytes | Factors, keys: SecurityModule, account: str = "ss",
                old: str = "", new: str = "") -> list[ScriptItem]:
     """PIN operations: change (old → new, no keys), reset (RELOAD PIN to new, issuer key), unblock."""
     (acct,) = accounts(profile, account)
@@ -148,6 +154,6 @@ def pin_script(op: str, profile: Profile, factor: bytes, keys: KeyProvider, acco
     return out
 
 
-def perform(transport, script: list[ScriptItem], keys: KeyProvider) -> list[Exchange]:
+def perform(transport, script: list[ScriptItem], keys: SecurityModule) -> list[Exchange]:
     """Run an operation's commands; ScriptError names the step that the card refused."""
     return run(transport.transmit, script, keys)

@@ -25,6 +25,7 @@ from cardos.files import (KEY_EXTERNAL, KEY_INTERNAL, KEY_MAINTENANCE, KEY_PIN, 
                           LinearFixedEF, TransparentEF, VariableRecordEF)
 from cardos.filesystem import MF_OVERHEAD
 from cardos.tlv import tlv
+from terminal.psam import BFDE, DES_INIT, PSAM_AID, PsamKeySlot
 
 KEY_TYPES = {"external": KEY_EXTERNAL, "maintenance": KEY_MAINTENANCE, "pin_unblock": KEY_PIN_UNBLOCK,
              "pin_reload": KEY_PIN_RELOAD, "internal": KEY_INTERNAL, "pin": KEY_PIN}
@@ -64,6 +65,10 @@ class KeyDecl:
     diversify: bool = True
     algorithm: Algorithm = Algorithm.TDES
     where: str = ""
+    levels: tuple[str, ...] = ("card",)   # diversification levels, highest first (psam.md §2)
+
+
+LEVELS = ("province", "city", "card")
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,28 @@ class DFDecl:
 
 
 @dataclass(frozen=True)
+class PsamEntry:
+    """One key of a PSAM's key table: where the PSAM keeps the master key, and how many levels it takes."""
+
+    master: str
+    slot: PsamKeySlot
+    levels: int
+
+
+@dataclass(frozen=True)
+class PsamDecl:
+    """The PSAM that goes with these cards (psam.md §2): its application and its key table."""
+
+    aid: bytes
+    fid: int
+    atr: bytes
+    keys: tuple[PsamEntry, ...]
+
+    def slots(self) -> dict[str, PsamKeySlot]:
+        return {e.master: e.slot for e in self.keys}
+
+
+@dataclass(frozen=True)
 class Profile:
     """A validated card profile."""
 
@@ -106,6 +133,7 @@ class Profile:
     card_number_checked: bool
     digest: str
     source: dict
+    psam: "PsamDecl | None" = None
 
     def walk(self):
         """Every DF, depth first, with its path of FIDs."""
@@ -222,7 +250,44 @@ def build(doc: dict) -> Profile:
     _check_budget(mf, config.capacity)
     digest = hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return Profile(name, str(doc.get("description", "")), generation, config, alg,
-                   tuple(doc.get("applets") or ()), mf, bool(doc.get("card_number_checked", True)), digest, doc)
+                   tuple(doc.get("applets") or ()), mf, bool(doc.get("card_number_checked", True)), digest, doc,
+                   _psam(doc.get("psam"), mf))
+
+
+def _psam(node, mf: DFDecl) -> PsamDecl | None:
+    """psam: {aid, fid, atr, keys: [{usage, index, master, init}]}; levels come from the card keys."""
+    if node is None:
+        return None
+    if not isinstance(node, dict):
+        raise ProfileError("psam: a mapping is needed")
+    levels: dict[str, int] = {}
+
+    def rec(df: DFDecl):
+        for k in df.keys:
+            if k.master:
+                levels[k.master] = max(levels.get(k.master, 0), len(k.levels))
+        for child in df.dfs:
+            rec(child)
+    rec(mf)
+    entries, seen = [], set()
+    for i, e in enumerate(node.get("keys") or []):
+        where = f"psam.keys[{i}]"
+        if not isinstance(e, dict):
+            raise ProfileError(f"{where}: a mapping is needed")
+        master = str(e.get("master", ""))
+        if master not in levels:
+            raise ProfileError(f"{where}.master: {master!r} is no card key's master in the tree")
+        usage, index = _int(e.get("usage"), f"{where}.usage"), _int(e.get("index"), f"{where}.index")
+        if not (0 <= usage <= 0xFF and 0 <= index <= 0xFF) or (usage, index) in seen:
+            raise ProfileError(f"{where}: usage/index {usage:02X}/{index:02X} is out of range or used twice")
+        seen.add((usage, index))
+        init = str(e.get("init", DES_INIT)).lower()
+        if init not in (DES_INIT, BFDE):
+            raise ProfileError(f"{where}.init: {init!r} is not {DES_INIT} or {BFDE}")
+        entries.append(PsamEntry(master, PsamKeySlot(usage, index, init), levels[master]))
+    aid = _hexbytes(node.get("aid", PSAM_AID.hex()), "psam.aid")
+    atr = _hexbytes(node.get("atr", "3B680000"), "psam.atr")
+    return PsamDecl(aid, _fid(node.get("fid", "DF01"), "psam.fid"), atr, tuple(entries))
 
 
 def _df(node: dict, where: str, inherited: dict[str, int], alg: Algorithm, depth: int) -> DFDecl:
@@ -307,7 +372,20 @@ def _key(k: dict, where: str, alg: Algorithm, access) -> KeyDecl:
     master = k.get("master")
     if not master:
         raise ProfileError(f"{where}.master: name the issuer master key it derives from")
-    return KeyDecl(t, kid, str(master), use, change, state, tries, None, bool(k.get("diversify", True)), alg, where)
+    levels = _levels(k.get("diversify", True), f"{where}.diversify")
+    return KeyDecl(t, kid, str(master), use, change, state, tries, None, bool(levels), alg, where, levels)
+
+
+def _levels(v, where: str) -> tuple[str, ...]:
+    """diversify: true (the card factor), false (none) or the levels highest first, e.g. [city, card]."""
+    if isinstance(v, bool):
+        return ("card",) if v else ()
+    if not isinstance(v, list) or any(x not in LEVELS for x in v) or len(set(v)) != len(v):
+        raise ProfileError(f"{where}: true, false or a list of {', '.join(LEVELS)} (highest first)")
+    order = [LEVELS.index(x) for x in v]
+    if order != sorted(order):
+        raise ProfileError(f"{where}: levels go from the highest down ({', '.join(LEVELS)})")
+    return tuple(v)
 
 
 def _key_cost(k: KeyDecl) -> int:

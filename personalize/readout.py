@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 from applets.encoding import decode
 from applets.life import LIFE_SFI, LIFE_TAG, STATES
-from cardos.apdu import build
-from reader_bridge.transport import exchange
-from cardos.crypto import mac_equal
+from cardos.crypto import Algorithm
 from cardos.files import KEY_EXTERNAL, KEY_INTERNAL
 from cardos.tlv import parse as parse_tlv
+from terminal import apdus, flows
+from terminal.factors import Factors
+from terminal.security import SecurityModule, SecurityModuleError
+from terminal.status import SELECTED, sw_name
 
 from .compile import card_key
-from .script import Authenticate, ScriptError, run
-from .fmcos import select_path
-from .keys import KeyProvider
 from .profile import Item, Profile
 
 READ_KEY = 0x0A
+FLAGS = {0x01: Algorithm.TDES, 0x03: Algorithm.SM4}
 
 
 class ReadError(RuntimeError):
@@ -47,69 +46,75 @@ class Readout:
                 "refused": self.refused}
 
 
-def _select_path(transport, path) -> int:
-    """Walk from the MF to path; a blocked application is still selected (6A81, 9303)."""
-    sw = 0x9000
-    for apdu in select_path(path):
-        _, sw = exchange(transport, apdu)
-        if sw not in (0x9000, 0x6A81, 0x9303):
-            return sw
-    return sw
-
-
-def check_card(send, keys: KeyProvider, ref, key_id: int) -> str | None:
-    """INTERNAL AUTHENTICATE with fresh random data: None when the card's answer matches the
-    issuer key, else what was wrong. send(apdu) -> (data, sw) lets callers log the exchange."""
-    process, source = os.urandom(8), os.urandom(8)
-    answer, sw = send(build(0x00, 0x88, 0x00, key_id, process + source))
-    if sw != 0x9000:
-        return f"INTERNAL AUTHENTICATE answered {sw:04X}"
-    # The card answers E(SK, source), SK its key diversified by `process`.
-    expected = keys.session_encrypt(ref, process, (source + bytes(16))[: keys.algorithm(ref).block])
-    if not mac_equal(answer, expected):
-        return "INTERNAL AUTHENTICATE: the card's cryptogram does not match the issuer key (not a genuine card)"
-    return None
-
-
-def authenticate_reader(transport, profile: Profile, keys: KeyProvider, factor: bytes) -> None:
-    """3.00 reading: the terminal checks the card (INTERNAL AUTHENTICATE), then opens key 0A."""
+def authenticate_reader(send, profile: Profile, keys: SecurityModule, factors: Factors) -> None:
+    """3.00 reading (psam.md §1): the terminal checks the card (INTERNAL AUTHENTICATE), then opens key 0A."""
     path, ssse = profile.role("ssse")
     ik = next((k for k in ssse.keys if k.type == KEY_INTERNAL), None)
     rk = next((k for k in ssse.keys if k.type == KEY_EXTERNAL and k.id == READ_KEY), None)
     if ik is None or rk is None:
         raise ReadError("the profile has no internal-authentication key or key 0A in SSSE")
-    problem = check_card(lambda apdu: exchange(transport, apdu), keys, card_key(ik, factor), ik.id)
+    ia, ra = card_key(ik, factors), card_key(rk, factors)
+    fci, _ = send(apdus.select_name(apdus.SSSE_NAME), "select SSSE")
+    flag = apdus.algorithm_flag(fci)
+    try:
+        ours = {name: keys.algorithm(ref) for name, ref in (("ia", ia), ("ra", ra))}
+    except SecurityModuleError as e:
+        raise ReadError(f"a 3.00 card, but the security module cannot check it or open key 0A (RKSSSE): {e}") from None
+    if FLAGS.get(flag) not in ours.values() or len(set(ours.values())) != 1:
+        raise ReadError(f"the card's algorithm flag is {apdus.FLAG_NAMES.get(flag, f'{flag:02X}')}; the security "
+                        f"module's keys are {ours['ia'].value.upper()}")
+    problem = flows.check_card(send, keys, ia, ik.id)
     if problem:
         raise ReadError(problem)
-    try:
-        run(transport.transmit, [Authenticate(READ_KEY, card_key(rk, factor), "key 0A")], keys)
-    except ScriptError as e:
-        raise ReadError(f"EXTERNAL AUTHENTICATE with key 0A answered {e.sw:04X}") from None
+    sw = flows.external_authenticate(send, keys, ra, READ_KEY, "key 0A")
+    if sw != 0x9000:
+        raise ReadError(f"EXTERNAL AUTHENTICATE with key 0A (RKSSSE) answered {sw:04X} ({sw_name(sw)})")
 
 
-def read_card(transport, profile: Profile, keys: KeyProvider | None = None) -> Readout:
-    """Read and decode every item with a field, and the life states, as a terminal would."""
+PERSONAL_3_00 = ("personal data of a 3.00 card (EF06, EF0D, EF05 issue and expiry dates) is read only after "
+                 "INTERNAL AUTHENTICATE and EXTERNAL AUTHENTICATE with key 0A: give --keys or --psam")
+
+
+def card_version(send) -> str:
+    """The specification version in EF05 tag 03 of the selected SSSE ("" when unreadable)."""
+    data, sw = send(apdus.read_record(0x03, apdus.ISSUER_DATA_SFI, by_tag=True), "specification version")
+    return decode("an", data[2:]) if sw == 0x9000 and data[:1] == b"\x03" else ""
+
+
+def read_card(transport, profile: Profile, keys: SecurityModule | None = None) -> Readout:
+    """Read and decode every item with a field, and the life states, as a terminal would.
+
+    On a card whose EF05 says 3.00 the terminal first checks the card and opens key 0A (with the
+    security module); without one, what stays closed is listed once, with why.
+    """
+    send = flows.sender(transport)
     out = Readout(transport.atr().hex().upper())
-    factor = transport.atr()[-8:]
+    factors = flows.read_factors(send, transport.atr())
+    version = card_version(send)
+    closed = version.startswith("3") and keys is None
+    if closed:
+        out.refused.append(PERSONAL_3_00)
     for path, df in profile.walk():
         files = [f for f in df.files if any(it.field for it in _flat(f.items)) or f.spec.sfi == LIFE_SFI]
         if not files:
             continue
-        sw = _select_path(transport, path)
-        if sw not in (0x9000, 0x6A81, 0x9303):
+        sw = flows.select_path(send, path)
+        if sw not in SELECTED:
             out.refused.append(f"{path[-1]:04X}: SELECT {sw:04X}")
             continue
-        if df.role == "ssse" and keys is not None and profile.generation == "3.00":
-            authenticate_reader(transport, profile, keys, factor)
+        if df.role == "ssse" and keys is not None and version.startswith("3"):
+            authenticate_reader(send, profile, keys, factors)
             out.authenticated = True
         for f in files:
             for n, it in enumerate(f.items, 1):
-                data, sw = exchange(transport, build(0x00, 0xB2, n, (f.spec.sfi << 3) | 0x04, le=0))
+                data, sw = send(apdus.read_record(n, f.spec.sfi), f"{f.spec.fid:04X} record {n}")
+                if sw == 0x6982 and closed and df.role == "ssse":
+                    continue                      # listed once above, with why
                 if sw != 0x9000:
                     out.refused.append(f"{f.spec.fid:04X} record {n} (tag {it.tag:02X}): {sw:04X}")
                     continue
                 _decode_record(it, data, out, df.role)
-    out.generation = out.items.get("spec_version", profile.generation)
+    out.generation = out.items.get("spec_version", version or profile.generation)
     return out
 
 

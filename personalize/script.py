@@ -6,10 +6,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from cardos.apdu import build, split_response
+from terminal import flows
+from terminal.security import KeyRef, SecurityModule
 
-from . import fmcos
 from .fmcos import Step
-from .keys import KeyProvider, KeyRef
 
 Transmit = Callable[[bytes], bytes]
 
@@ -75,20 +75,17 @@ class Exchange:
         return split_response(self.response)[1]
 
 
-def run(transmit: Transmit, script: Iterable[ScriptItem], keys: KeyProvider | None = None) -> list[Exchange]:
+def run(transmit: Transmit, script: Iterable[ScriptItem], keys: SecurityModule | None = None) -> list[Exchange]:
     """Send a script; stop with ScriptError at the first unexpected status word."""
     log: list[Exchange] = []
 
-    def send(index: int, apdu: bytes, note: str, secret: bool, expect=(0x9000,)) -> bytes:
+    def send(index: int, apdu: bytes, note: str, secret: bool, expect=(0x9000,)) -> tuple[bytes, int]:
         resp = transmit(apdu)
         ex = Exchange(apdu, resp, note, secret)
         log.append(ex)
         if ex.sw not in expect:
             raise ScriptError(index, note, ex.sw)
-        return split_response(resp)[0]
-
-    def challenge(index: int, note: str) -> bytes:
-        return send(index, fmcos.get_challenge(8), f"{note}: challenge", False)
+        return split_response(resp)
 
     for i, item in enumerate(script, 1):
         if isinstance(item, Step):
@@ -96,33 +93,29 @@ def run(transmit: Transmit, script: Iterable[ScriptItem], keys: KeyProvider | No
             continue
         if keys is None:
             raise TypeError("this script needs a key provider")
+
+        def tsend(apdu: bytes, note: str, i=i, final=getattr(item, "expect", (0x9000,))) -> tuple[bytes, int]:
+            # GET CHALLENGE is no secret and must succeed; what follows carries a cryptogram or a MAC.
+            challenge = apdu[1] == 0x84
+            return send(i, apdu, note, not challenge, (0x9000,) if challenge else final)
+
         if isinstance(item, Authenticate):
-            chal = challenge(i, item.note)
-            block = (chal + bytes(16))[: keys.algorithm(item.ref).block]
-            send(i, build(0x00, 0x82, 0x00, item.key_id, keys.encrypt(item.ref, block)), item.note, True)
+            flows.external_authenticate(tsend, keys, item.ref, item.key_id, item.note)
         elif isinstance(item, KeyLoad) and item.under is None:
             value = keys.value_for_plain_load(item.target) if item.target else b""
             send(i, build(0x80, 0xD4, item.p1, item.key_id, item.prefix + value), item.note, True)
         elif isinstance(item, KeyLoad):
-            chal = challenge(i, item.note)
             sealed = (keys.seal_key_record(item.under, item.prefix, item.target) if item.target
                       else keys.seal(item.under, item.prefix))
-            send(i, _with_mac(keys, item.under, chal, 0x84, 0xD4, item.p1, item.key_id, sealed), item.note, True)
+            flows.secured(tsend, keys, item.under, 0x84, 0xD4, item.p1, item.key_id, sealed, item.note)
         elif isinstance(item, Secured):
-            chal = challenge(i, item.note)
-            send(i, _with_mac(keys, item.ref, chal, item.cla, item.ins, item.p1, item.p2, item.body),
-                 item.note, True, item.expect)
+            flows.secured(tsend, keys, item.ref, item.cla, item.ins, item.p1, item.p2, item.body, item.note)
         else:
             raise TypeError(f"unknown script item {item!r}")
     return log
 
 
-def _with_mac(keys: KeyProvider, ref: KeyRef, chal: bytes, cla: int, ins: int, p1: int, p2: int, body: bytes) -> bytes:
-    mac = keys.mac(ref, chal, bytes((cla, ins, p1, p2, len(body) + 4)) + body)
-    return build(cla, ins, p1, p2, body + mac)
-
-
-def render(script: Iterable[ScriptItem], keys: KeyProvider | None = None, reveal: bool = False) -> list[str]:
+def render(script: Iterable[ScriptItem], keys: SecurityModule | None = None, reveal: bool = False) -> list[str]:
     """The script as annotated text: one command a line, `# note` after it.
 
     Secrets (key values, PIN records, personal data marked secret) are masked unless reveal is

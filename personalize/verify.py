@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from cardos.apdu import build
-from reader_bridge.transport import exchange
+from terminal import apdus, flows
+from terminal.factors import Factors
+from terminal.security import SecurityModule
 
 from .compile import personal_records
-from .fmcos import select_path
-from .keys import KeyProvider
 from .profile import Profile
 from .readout import authenticate_reader
 
@@ -16,22 +15,23 @@ class VerifyError(RuntimeError):
     """A record read back differs from what was written, or cannot be read; names it, not its value."""
 
 
-def verify_card(transport, profile: Profile, values: dict[str, str], keys: KeyProvider) -> int:
+def verify_card(transport, profile: Profile, values: dict[str, str], keys: SecurityModule) -> int:
     """Read back every personal record; return how many were checked."""
-    factor = transport.atr()[-8:]
+    send = flows.sender(transport)
+    factors = Factors.of(transport.atr(), values.get("card_id"))
     records = personal_records(profile, values)
     checked, current = 0, None
     for rec in records:
         df = rec.path[:-1]
         if df != current:
-            for fid, apdu in zip(df, select_path(df)):
-                _, sw = exchange(transport, apdu)
+            for fid, apdu in zip(df, apdus.select_path(df)):
+                _, sw = send(apdu, f"select {fid:04X}")
                 if sw != 0x9000:
                     raise VerifyError(f"read-back: SELECT {fid:04X} answered {sw:04X}")
             current = df
             if profile.generation == "3.00" and df == profile.role("ssse")[0]:
-                authenticate_reader(transport, profile, keys, factor)
-        data, sw = exchange(transport, build(0x00, 0xB2, rec.number, (rec.sfi << 3) | 0x04, le=0))
+                authenticate_reader(send, profile, keys, factors)
+        data, sw = send(apdus.read_record(rec.number, rec.sfi), "read back")
         where = f"{'/'.join(f'{p:04X}' for p in rec.path)} record {rec.number} (tag {rec.item.tag:02X})"
         if sw != 0x9000:
             raise VerifyError(f"read-back: {where} answered {sw:04X}")

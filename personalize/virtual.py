@@ -7,6 +7,7 @@ from dataclasses import replace
 
 from cardos.card import Card, CosConfig
 from reader_bridge.transport import InProcess
+from terminal.factors import card_factor
 
 from . import cardholders
 from .compile import FACTORY_KEY, TRANSPORT_KEY, init_script, perso_script
@@ -24,7 +25,7 @@ def chip_serial(seed: str) -> bytes:
 
 def factor(atr: bytes) -> bytes:
     """The card's diversification factor: the ATR's last 8 bytes, as terminals and PSAMs take it."""
-    return atr[-8:]
+    return card_factor(atr)
 
 
 def config_for(profile: Profile, serial: bytes) -> CosConfig:

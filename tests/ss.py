@@ -5,8 +5,10 @@ from functools import lru_cache
 from cardos.card import Card
 from cardos.nvm import Store
 from personalize import cardholders, profile, virtual
+from terminal.apdus import SSSE_NAME as _SSSE
+from terminal.factors import Factors
 
-SSSE_NAME = "7378312E73682EC9E7BBE1B1A3D5CF"
+SSSE_NAME = _SSSE.hex().upper()
 SELECT_SSSE = "00A404000F" + SSSE_NAME
 
 
@@ -43,17 +45,26 @@ def card(profile_name: str = "default", **holder) -> Card:
     return c
 
 
+def factor(c: Card, name: str = "default") -> Factors:
+    """The card's factors (ATR, and the region of its EF05 tag 01), without touching its session."""
+    return _factors_without_moving(c, name)
+
+
 def open_key(c: Card, name: str, role: str, key_id: int) -> int:
     """EXTERNAL AUTHENTICATE in the current DF with the role's external key key_id, as a terminal with the issuer keys."""
     from personalize.compile import card_key
-    from tests.util import challenge, sw
-    from cardos.apdu import build
+    from terminal.flows import external_authenticate
+    from tests.util import tx
     _, df = prof(name).role(role)
     decl = next(k for k in df.keys if k.type == 0x39 and k.id == key_id)
-    ref = card_key(decl, c.atr[-8:])
-    block = (challenge(c) + bytes(16))[: keys(name).algorithm(ref).block]
-    return sw(c, build(0x00, 0x82, 0x00, key_id, keys(name).encrypt(ref, block)))
+    ref = card_key(decl, _factors_without_moving(c, name))
+    return external_authenticate(lambda apdu, note="": tx(c, apdu), keys(name), ref, key_id)
 
 
-def factor(c: Card) -> bytes:
-    return c.atr[-8:]
+def _factors_without_moving(c: Card, name: str = "default") -> Factors:
+    """The factors of a card whose session must stay as it is: the region read from its EF05 store."""
+    from terminal.factors import card_factor, city_factor
+    path = prof(name).role("ssse")[0] + (0xEF05,)
+    body = c.fs.body(path) or ()
+    region = body[0][2:5].hex() if body and body[0][:1] == b"\x01" else ""
+    return Factors(card_factor(c.atr), city_factor(region) if region.isdigit() else None)

@@ -21,7 +21,8 @@ def test_the_whole_suite_passes_on_the_simulator(name):
     out = runner.run(InProcess(card(name)), prof(name), keys(name), destructive=True)
     bad = [(o.id, o.message) for o in out if o.status in ("fail", "error")]
     assert bad == []
-    assert len(out) > 50 and sum(o.status == "pass" for o in out) >= len(out) - 1
+    with_keys = [o for o in out if not o.id.startswith("PSAM-")]      # PSAM cases run with --psam
+    assert len(with_keys) > 50 and sum(o.status == "pass" for o in with_keys) >= len(with_keys) - 1
 
 
 def test_without_keys_or_destructive_the_cases_that_need_them_skip_and_nothing_is_locked():

@@ -12,7 +12,7 @@ from personalize import cardholders, virtual
 from personalize.readout import read_card
 from reader_bridge.pcsc import PcscTransport, list_readers
 from tests.pcsc_env import READERS, Served, serving, start_pcscd, stop_pcscd, wait_for_card
-from tests.ss import SELECT_SSSE, keys, prof
+from tests.ss import SELECT_SSSE, factor, keys, prof
 
 pytestmark = pytest.mark.pcsc
 
@@ -30,7 +30,7 @@ def _image(tmp_path, filename="card.json", **holder):
     c = virtual.make(prof(), dict(cardholders.sample(), **holder), keys(), virtual.chip_serial(str(tmp_path / filename)))
     from personalize import lifecycle
     from reader_bridge.transport import InProcess
-    lifecycle.perform(InProcess(c), lifecycle.life_script("activate", prof(), c.atr[-8:]), keys())
+    lifecycle.perform(InProcess(c), lifecycle.life_script("activate", prof(), factor(c)), keys())
     path = tmp_path / filename
     image.save(c, path)
     return path, c.atr

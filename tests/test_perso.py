@@ -22,6 +22,7 @@ from personalize.keys import KeyRef
 from personalize.profile import ProfileError, build, load
 from personalize.script import render, run
 from reader_bridge.transport import InProcess
+from terminal.factors import card_factor
 from tests.ss import key_file, keys, prof
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,8 +61,8 @@ def test_init_and_perso_scripts_make_the_same_card_as_image_new(tmp_path, keyfil
     card = virtual.blank(prof(), virtual.chip_serial(holder["card_number"]))
     run(InProcess(card).transmit, script, keys())
     card.power_on()
-    values = cardholders.values(holder, prof(), card.atr[-8:])
-    perso = compile.perso_script(prof(), values, card.atr[-8:])
+    values = cardholders.values(holder, prof(), card_factor(card.atr))
+    perso = compile.perso_script(prof(), values, card_factor(card.atr))
     assert len(cli("perso", "script", "perso").output.splitlines()) == len(render(perso)) + 1
     run(InProcess(card).transmit, perso, keys())
     card.power_on()
@@ -270,7 +271,7 @@ def test_no_pin_or_key_reaches_journal_audit_or_json(tmp_path, keyfile):
     assert r.exit_code == 0
     provider = keys()
     secrets = {provider.value_for_plain_load(KeyRef(n)).hex().upper() for n in provider.names()}
-    factors = [image.load(p).atr[-8:] for p in out.glob("*.json")]
+    factors = [card_factor(image.load(p).atr) for p in out.glob("*.json")]
     for _, df in prof().walk():
         for k in df.keys:
             if k.master:

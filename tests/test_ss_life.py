@@ -199,9 +199,11 @@ def find_flag(fci: bytes) -> bytes:
 
 
 def test_3_00_read_without_keys_says_what_was_refused():
+    from personalize.readout import PERSONAL_3_00
     c = card("sm4-3.00")
     r = read_card(InProcess(c), prof("sm4-3.00"), None)
-    assert "EF06 record 1 (tag 08): 6982" in r.refused
+    assert r.refused == [PERSONAL_3_00]                            # said once, with why, not as empty fields
+    assert "key 0A" in PERSONAL_3_00 and "--psam" in PERSONAL_3_00
     assert r.items["card_number"] == "A02796279" and "ssn" not in r.items
 
 
