@@ -1,9 +1,15 @@
 """The vpcd link: a card served to vsmartcard's virtual reader driver over TCP.
 
 vpcd listens (port 35963 for slot "Virtual PCD 00 00", 35964 for "00 01") and the card connects
-to it. Each message is a 2-byte big-endian length and a payload: a 1-byte payload is a control
-(00 power off, 01 power on, 02 reset, 04 get ATR; only the last is answered), anything longer is
-a command APDU, answered with the card's response.
+to it. Each message is a 2-byte big-endian length and a payload: a 1-byte payload 00 (power off),
+01 (power on), 02 (reset) or 04 (get ATR; the only one answered) is a control, anything else is a
+command APDU, answered with the card's response (a 1-byte one with 6700, as a reader would).
+
+What vpcd makes impossible: it frames a 1-byte APDU exactly like a control, so the APDUs 00, 01,
+02 and 04 never reach the card as commands. 04 is answered with the ATR; 00 powers the card off
+and 01/02 reset it (RAM state lost), and since vpcd then waits for an answer no control gets,
+the reader would hang: the link notices vpcd's silence after such a control and drops the
+connection, so the client gets an error and the next poll finds the card again.
 """
 
 from __future__ import annotations
@@ -18,8 +24,10 @@ from cardos import redact
 from cardos.card import Card
 
 CTRL_OFF, CTRL_ON, CTRL_RESET, CTRL_ATR = 0x00, 0x01, 0x02, 0x04
+_CONTROLS = (CTRL_OFF, CTRL_ON, CTRL_RESET, CTRL_ATR)
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 DEFAULT_PORT = 35963
+SILENCE_AFTER_CONTROL = 3.0  # seconds: more than seven of pcscd's presence polls
 log = logging.getLogger("sscard.vpcd")
 
 
@@ -44,6 +52,7 @@ class VpcdLink:
         self.stop = stop or threading.Event()
         self.connected = threading.Event()
         self.apdus = 0
+        self.silence_after_control = SILENCE_AFTER_CONTROL
         self._sock: socket.socket | None = None
 
     # -- framing ----------------------------------------------------------------------------
@@ -75,7 +84,7 @@ class VpcdLink:
     # -- one message ----------------------------------------------------------------------------
     def handle(self, msg: bytes) -> bytes | None:
         """The answer to one vpcd message (None when vpcd expects none)."""
-        if len(msg) == 1:
+        if len(msg) == 1 and msg[0] in _CONTROLS:
             ctrl = msg[0]
             if ctrl == CTRL_ATR:
                 return self.card.atr
@@ -87,10 +96,8 @@ class VpcdLink:
                         # Take the card out of the reader: vpcd sees it leave, then the next arrive.
                         self.card = following
                         raise CardSwap()
-            elif ctrl in (CTRL_ON, CTRL_RESET):
-                self.card.power_on()
             else:
-                log.warning("port %d: unknown vpcd control %02X ignored", self.port, ctrl)
+                self.card.power_on()
             return None
         before = self.card.store.commits
         resp = self.card.transmit(msg)
@@ -124,8 +131,14 @@ class VpcdLink:
                     answer = self.handle(self._receive(sock, buf))
                     if answer is not None:
                         self._send(sock, answer)
+                    # After a real 00/01/02 vpcd speaks again within a poll (~0.4 s); silence means
+                    # it took a 1-byte APDU for that control and waits for an answer that none gets.
+                    sock.settimeout(self.silence_after_control if answer is None else None)
             except CardSwap:
                 log.info("port %d: card swapped", self.port)
+            except TimeoutError:
+                log.warning("port %d: vpcd silent after a 00/01/02 byte, so it was a 1-byte APDU that vpcd "
+                            "cannot deliver; dropping the link so the reader recovers", self.port)
             except (LinkClosed, OSError) as e:
                 if not self.stop.is_set():
                     log.warning("port %d: %s; reconnecting", self.port, e)

@@ -3,7 +3,10 @@
 import socket
 import struct
 
-from reader_bridge.vpcd import VpcdLink
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reader_bridge.vpcd import CTRL_ATR, CTRL_OFF, CTRL_ON, CTRL_RESET, VpcdLink
 from tests.ss import card
 
 
@@ -65,3 +68,64 @@ def test_frames_sent_a_byte_at_a_time_controls_and_a_reconnect():
         thread.join(5)
         srv.close()
     assert not thread.is_alive()
+
+
+@settings(max_examples=60, deadline=None)
+@given(byte=st.integers(0, 255).filter(lambda b: b not in (CTRL_OFF, CTRL_ON, CTRL_RESET, CTRL_ATR)))
+def test_a_one_byte_apdu_that_is_no_control_code_is_answered_6700(byte):
+    # vpcd frames a 1-byte APDU exactly like a control; any other byte than the four codes can
+    # only be an APDU, and vpcd waits for its answer.
+    c = card()
+    link = VpcdLink(c, port=1)
+    assert link.handle(bytes([byte])) == b"\x67\x00"
+    assert link.handle(bytes.fromhex("00A40000023F00"))[-2:] == b"\x90\x00"
+    assert link.apdus == 2
+
+
+def test_over_a_socket_a_one_byte_apdu_gets_its_answer_and_the_link_goes_on():
+    c = card()
+    srv, port = _listener()
+    link = VpcdLink(c, port=port)
+    thread = link.start()
+    try:
+        conn, _ = srv.accept()
+        conn.settimeout(10)
+        conn.sendall(struct.pack(">H", 1) + b"\xA9")
+        assert _read_frame(conn) == b"\x67\x00"
+        conn.sendall(struct.pack(">H", 7) + bytes.fromhex("00A40000023F00"))
+        assert _read_frame(conn)[-2:] == b"\x90\x00"
+        conn.sendall(struct.pack(">H", 1) + b"\x04")
+        assert _read_frame(conn) == c.atr
+        conn.close()
+    finally:
+        link.shutdown()
+        thread.join(5)
+        srv.close()
+
+
+def test_a_one_byte_apdu_vpcd_took_for_a_control_drops_the_link_instead_of_hanging_the_reader():
+    # vpcd sends the APDU 01 exactly like "power on" and then waits for an answer; a real power-on
+    # is followed at once by "get ATR". The link takes the silence for what it is and reconnects.
+    c = card()
+    srv, port = _listener()
+    link = VpcdLink(c, port=port)
+    link.silence_after_control = 0.3
+    thread = link.start()
+    try:
+        conn, _ = srv.accept()
+        conn.settimeout(10)
+        conn.sendall(struct.pack(">H", 1) + b"\x01")
+        conn.sendall(struct.pack(">H", 1) + b"\x04")            # a real power-on: ATR asked at once
+        assert _read_frame(conn) == c.atr
+        conn.sendall(struct.pack(">H", 1) + b"\x01")            # the APDU 01: vpcd now only waits
+        assert conn.recv(16) == b""                             # the link hung up on it …
+        again, _ = srv.accept()                                 # … and came back for the next poll
+        again.settimeout(10)
+        again.sendall(struct.pack(">H", 1) + b"\x04")
+        assert _read_frame(again) == c.atr
+        again.close()
+        conn.close()
+    finally:
+        link.shutdown()
+        thread.join(5)
+        srv.close()
