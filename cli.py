@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import string
 import sys
 import time
 from pathlib import Path
@@ -20,6 +21,16 @@ from cardos.files import DedicatedFile, ElementaryFile, KeyFile, LinearFixedEF, 
 
 def _fail(message: str) -> None:
     raise click.ClickException(message)
+
+
+class BadInput(click.ClickException):
+    """Input the command cannot use: one line, exit code 2."""
+
+    exit_code = 2
+
+
+def _bad_input(message: str) -> None:
+    raise BadInput(message)
 
 
 def _load_image(path: str):
@@ -92,17 +103,20 @@ def with_card(f):
 
 
 def _parse_apdus(texts: tuple[str, ...]) -> list[bytes]:
+    """Hex APDUs (spaces and colons allowed); an error names the APDU and the position, never its
+    content, which may hold a PIN or a key."""
     out = []
     for i, text in enumerate(texts, 1):
+        bad = next((j for j, ch in enumerate(text, 1) if not (ch.isspace() or ch == ":" or ch in string.hexdigits)),
+                   None)
+        if bad is not None:
+            _bad_input(f"APDU {i}: not hex at character {bad}")
         clean = "".join(text.split()).replace(":", "")
-        try:
-            raw = bytes.fromhex(clean)
-        except ValueError:
-            bad = next((j for j, ch in enumerate(clean) if ch not in "0123456789abcdefABCDEF"), len(clean))
-            _fail(f"APDU {i} ({text!r}): not hex at character {bad + 1}" if bad < len(clean)
-                  else f"APDU {i} ({text!r}): odd number of hex digits")
+        if len(clean) % 2:
+            _bad_input(f"APDU {i}: odd number of hex digits")
+        raw = bytes.fromhex(clean)
         if len(raw) < 4:
-            _fail(f"APDU {i} ({text!r}): {len(raw)} bytes, a command has at least 4")
+            _bad_input(f"APDU {i}: {len(raw)} bytes, a command has at least 4")
         out.append(raw)
     return out
 

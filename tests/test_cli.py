@@ -4,6 +4,8 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cli import main
 from personalize.keys import KeyRef, load_key_file
@@ -93,3 +95,29 @@ def test_corrupt_image_gives_one_line_error(tmp_path):
     img.write_text("{not json")
     r = run("image", "info", str(img))
     assert r.exit_code != 0 and "not valid JSON" in r.output and len(r.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("text, where", [
+    ("0020000003123456Z", "APDU 2: not hex at character 17"),
+    ("00 20 00 00 03 12 34 5G", "APDU 2: not hex at character 23"),
+    ("002000000312345", "APDU 2: odd number of hex digits"),
+    ("00:20:00:00:03:12:34:56:7", "APDU 2: odd number of hex digits"),
+])
+def test_a_malformed_apdu_is_named_by_position_never_by_content(tmp_path, text, where):
+    img = str(tmp_path / "blank.json")
+    assert run("image", "new", "--blank", img).exit_code == 0
+    r = run("apdu", "--image", img, "00A40000023F00", text)
+    assert r.exit_code == 2 and r.output.strip() == f"Error: {where}"
+    assert "1234" not in r.output and "12 34" not in r.output
+
+
+@settings(max_examples=40, deadline=None)
+@given(pin=st.text("0123456789", min_size=4, max_size=12), junk=st.sampled_from(["Z", "0", " x", "-", ""]))
+def test_no_parse_error_shows_the_pin_it_was_given(pin, junk):
+    from cli import _parse_apdus
+    import click
+    text = "00200000" + f"{(len(pin) + 1) // 2:02X}" + pin + junk
+    try:
+        _parse_apdus(("00A4000000", text))
+    except click.ClickException as e:
+        assert pin not in e.format_message() and pin[:4] not in e.format_message()
