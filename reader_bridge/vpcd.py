@@ -53,6 +53,7 @@ class VpcdLink:
         self.connected = threading.Event()
         self.apdus = 0
         self.silence_after_control = SILENCE_AFTER_CONTROL
+        self._redactor = redact.Redactor()
         self._sock: socket.socket | None = None
 
     # -- framing ----------------------------------------------------------------------------
@@ -103,7 +104,7 @@ class VpcdLink:
         resp = self.card.transmit(msg)
         self.apdus += 1
         if log.isEnabledFor(logging.INFO):
-            log.info("port %d: %s -> %s", self.port, redact.command(msg), redact.response(msg, resp))
+            log.info("port %d: %s -> %s", self.port, redact.command(msg), self._redactor.response(msg, resp))
         if self.card.store.commits != before and self.on_change is not None:
             self.on_change(self.card)
         return resp
