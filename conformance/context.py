@@ -11,6 +11,7 @@ from personalize.compile import card_key
 from personalize.fmcos import select_path
 from personalize.keys import KeyProvider
 from personalize.profile import DFDecl, Profile
+from reader_bridge.transport import complete
 
 SW_NAMES = {
     0x9000: "ok", 0x6281: "data may be corrupted", 0x6581: "memory failure", 0x6700: "wrong length",
@@ -32,6 +33,10 @@ def sw_name(sw: int) -> str:
     if sw & 0xFFF0 == 0x63C0:
         return f"verification failed, {sw & 0xF} tries left"
     return SW_NAMES.get(sw, "unknown")
+
+
+def _as_bytes(apdu: bytes | str) -> bytes:
+    return bytes.fromhex(apdu.replace(" ", "")) if isinstance(apdu, str) else apdu
 
 
 class CaseFailure(AssertionError):
@@ -63,20 +68,36 @@ class Context:
     destructive: bool = False
     pin: str = ""
     log: list[Exchange] = field(default_factory=list)
+    _redactor: redact.Redactor = field(default_factory=redact.Redactor, repr=False)
 
     # -- talking ----------------------------------------------------------------------------
     def send(self, apdu: bytes | str, note: str = "") -> tuple[bytes, int]:
-        raw = bytes.fromhex(apdu.replace(" ", "")) if isinstance(apdu, str) else apdu
-        # Raw: the suite judges the card's own answers, 61xx and 6Cxx included.
-        resp = self.transport.transmit_raw(raw)
-        data, sw = split_response(resp)
-        shown = redact.response(raw, resp)[:-4]
-        self.log.append(Exchange(redact.command(raw), shown, sw, note))
-        return data, sw
+        """Send as a terminal does: 61xx fetched with GET RESPONSE, 6Cxx resent with that Le;
+        every exchange that crossed the interface goes into the log."""
+        raw = _as_bytes(apdu)
 
-    def expect(self, apdu: bytes | str, *sws: int, note: str = "") -> bytes:
-        """Send and require one of the status words; the failure message names what came back."""
-        data, sw = self.send(apdu, note)
+        def one(cmd: bytes) -> bytes:
+            if cmd == raw:
+                return self._exchange(cmd, note)
+            step = "GET RESPONSE" if cmd[1] == 0xC0 else "resent with the exact Le"
+            return self._exchange(cmd, f"{step}: {note}" if note else step)
+        return split_response(complete(one, raw))
+
+    def send_raw(self, apdu: bytes | str, note: str = "") -> tuple[bytes, int]:
+        """Send once and return the card's own answer, 61xx and 6Cxx included: for the cases
+        that judge those answers themselves."""
+        return split_response(self._exchange(_as_bytes(apdu), note))
+
+    def _exchange(self, raw: bytes, note: str) -> bytes:
+        resp = self.transport.transmit_raw(raw)
+        _, sw = split_response(resp)
+        self.log.append(Exchange(redact.command(raw), self._redactor.response(raw, resp)[:-4], sw, note))
+        return resp
+
+    def expect(self, apdu: bytes | str, *sws: int, note: str = "", raw: bool = False) -> bytes:
+        """Send (raw=True: without following 61xx/6Cxx) and require one of the status words; the
+        failure message names what came back."""
+        data, sw = (self.send_raw if raw else self.send)(apdu, note)
         if sw not in sws:
             want = " or ".join(f"{s:04X}" for s in sws)
             raise CaseFailure(f"{note or 'command'}: expected {want}, card answered {sw:04X} ({sw_name(sw)})")
