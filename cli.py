@@ -293,16 +293,24 @@ def keys_list(path: str) -> None:
 @main.command()
 @click.argument("apdus", nargs=-1, required=True)
 @with_card
+@click.option("--raw", is_flag=True, help="Send each APDU once and print the card's own answer, 61xx and 6Cxx "
+                                           "included (default: follow them as a terminal does).")
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of exchanges (secrets redacted).")
-def apdu(apdus: tuple[str, ...], image_path: str | None, reader: str | None, as_json: bool) -> None:
-    """Send hex APDUs to a card and print `response-hex SW` for each."""
+def apdu(apdus: tuple[str, ...], image_path: str | None, reader: str | None, raw: bool, as_json: bool) -> None:
+    """Send hex APDUs to a card and print `response-hex SW` for each.
+
+    By default 61xx is fetched with GET RESPONSE and 6Cxx resent with that Le, as a terminal does,
+    and the whole answer is printed; --raw shows what the card itself answered to each APDU.
+    """
     commands = _parse_apdus(apdus)
     rows = []
+    redactor = redact.Redactor()
     with _card_transport(image_path, reader) as t:
-        for raw in commands:
-            resp = t.transmit(raw)
-            data, sw = split_response(resp)
-            rows.append({"command": redact.command(raw), "response": redact.response(raw, resp)[:-4] if data else "",
+        send = t.transmit_raw if raw else t.transmit
+        for cmd in commands:
+            resp = send(cmd)
+            _, sw = split_response(resp)
+            rows.append({"command": redact.command(cmd), "response": redactor.response(cmd, resp)[:-4],
                          "sw": f"{sw:04X}"})
     if as_json:
         click.echo(json.dumps(rows, indent=1))

@@ -121,3 +121,34 @@ def test_no_parse_error_shows_the_pin_it_was_given(pin, junk):
         _parse_apdus(("00A4000000", text))
     except click.ClickException as e:
         assert pin not in e.format_message() and pin[:4] not in e.format_message()
+
+
+def _t0_image(tmp_path):
+    from dataclasses import replace
+    from cardos import image
+    from cardos.card import Card
+    from cardos.nvm import Store
+    from tests.ss import card
+    c = card()
+    path = str(tmp_path / "t0.json")
+    image.save(Card(Store(dict(c.store.data)), replace(c.config, t0_get_response=True)), path)
+    return path
+
+
+def test_apdu_raw_shows_what_the_card_really_answered(tmp_path):
+    img = _t0_image(tmp_path)
+    select = "00A404000F7378312E73682EC9E7BBE1B1A3D5CF"
+    assert run("apdu", "--image", img, select).output.strip().endswith(" 9000")     # followed by default
+    assert run("apdu", "--image", img, "--raw", select, "00B2072C02").output.splitlines() == ["611B", "6C0B"]
+    r = run("apdu", "--image", img, "--raw", "--json", select, "00C000001B")
+    rows = json.loads(r.output)
+    assert [x["sw"] for x in rows] == ["611B", "9000"] and rows[1]["response"].startswith("6F19")
+    # The cryptogram of INTERNAL AUTHENTICATE is fetched raw by GET RESPONSE: still masked.
+    r = run("apdu", "--image", img, "--raw", select, "0088000008" + "11" * 8, "00C0000008")
+    lines = r.output.splitlines()
+    assert lines[1] == "6108" and "redacted" in lines[2] and lines[2].endswith(" 9000")
+
+
+def test_apdu_help_says_which_answers_are_the_default():
+    text = run("apdu", "--help").output
+    assert "--raw" in text and "default" in text.lower()
