@@ -28,6 +28,7 @@ _CONTROLS = (CTRL_OFF, CTRL_ON, CTRL_RESET, CTRL_ATR)
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 DEFAULT_PORT = 35963
 SILENCE_AFTER_CONTROL = 3.0  # seconds: more than seven of pcscd's presence polls
+SIGN_OFF_TIMEOUT = 3.0
 log = logging.getLogger("sscard.vpcd")
 
 
@@ -53,6 +54,7 @@ class VpcdLink:
         self.connected = threading.Event()
         self.apdus = 0
         self.silence_after_control = SILENCE_AFTER_CONTROL
+        self.sign_off_timeout = SIGN_OFF_TIMEOUT
         self._redactor = redact.Redactor()
         self._sock: socket.socket | None = None
 
@@ -149,12 +151,29 @@ class VpcdLink:
                 # The reader saw the card vanish: RAM state is gone as after pulling the card.
                 if self.card is not None:
                     self.card.power_off()
+            if self.stop.is_set():
+                self._sign_off()
+                return
             if self.card is None:
                 log.info("port %d: hopper empty", self.port)
                 self.stop.wait()
                 return
             # Give pcscd time to poll the empty slot, so it reads the next card's ATR afresh.
             self.stop.wait(0.6 if self.next_card else 0.05)
+
+    def _sign_off(self) -> None:
+        """Return once pcscd has seen the slot empty, so that the next server on this port is read
+        as a newly inserted card: pcscd reads an ATR only when it sees a card arrive."""
+        # vpcd accepts a new connection only after dropping ours, in a presence poll that then
+        # reported the slot empty; the first thing it sends on the new one is the next poll's "get
+        # ATR". Closing without an answer makes that poll report the slot empty as well.
+        try:
+            with socket.create_connection((self.host, self.port), timeout=self.sign_off_timeout) as probe:
+                probe.settimeout(self.sign_off_timeout)
+                self._receive(probe, bytearray())     # read whole, so closing sends no reset
+        except OSError:
+            pass                             # no vpcd, or one too busy to poll: nothing to wait for
+        log.info("port %d: signed off", self.port)
 
     def shutdown(self) -> None:
         """Stop serving: wake the blocked read by shutting the connection down."""

@@ -65,8 +65,8 @@ def test_frames_sent_a_byte_at_a_time_controls_and_a_reconnect():
         again.close()
     finally:
         link.shutdown()
+        srv.close()                     # no stand-in vpcd left: the link's sign-off ends at once
         thread.join(5)
-        srv.close()
     assert not thread.is_alive()
 
 
@@ -99,8 +99,8 @@ def test_over_a_socket_a_one_byte_apdu_gets_its_answer_and_the_link_goes_on():
         conn.close()
     finally:
         link.shutdown()
+        srv.close()                     # no stand-in vpcd left: the link's sign-off ends at once
         thread.join(5)
-        srv.close()
 
 
 def test_a_one_byte_apdu_vpcd_took_for_a_control_drops_the_link_instead_of_hanging_the_reader():
@@ -127,5 +127,35 @@ def test_a_one_byte_apdu_vpcd_took_for_a_control_drops_the_link_instead_of_hangi
         conn.close()
     finally:
         link.shutdown()
+        srv.close()                     # no stand-in vpcd left: the link's sign-off ends at once
         thread.join(5)
-        srv.close()
+
+
+def test_on_shutdown_the_link_returns_once_vpcd_has_polled_the_slot_empty():
+    # vpcd takes a new connection only after dropping the old one in a presence poll (slot empty),
+    # and its first word on the new one is the next poll's "get ATR". The link waits for that word
+    # and leaves it unanswered, so that poll finds the slot empty too.
+    c = card()
+    srv, port = _listener()
+    link = VpcdLink(c, port=port)
+    thread = link.start()
+    try:
+        conn, _ = srv.accept()
+        conn.settimeout(10)
+        conn.sendall(struct.pack(">H", 1) + b"\x04")
+        assert _read_frame(conn) == c.atr
+        link.shutdown()
+        assert conn.recv(16) == b""                                 # the served link is closed …
+        probe, _ = srv.accept()                                     # … and the link signs off
+        probe.settimeout(10)
+        assert thread.is_alive()                                    # still waiting for vpcd's poll
+        probe.sendall(struct.pack(">H", 1) + b"\x04")
+        assert probe.recv(16) == b""                                # no ATR: the slot reads empty
+        thread.join(10)
+        assert not thread.is_alive()
+        probe.close()
+        conn.close()
+    finally:
+        link.shutdown()
+        srv.close()                     # no stand-in vpcd left: the link's sign-off ends at once
+        thread.join(5)
