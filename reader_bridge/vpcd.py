@@ -123,43 +123,51 @@ class VpcdLink:
                 delay = min(delay * 2, 1.0)
                 continue
             delay = 0.1
-            sock.settimeout(None)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._sock = sock
-            self.connected.set()
-            log.info("port %d: connected to vpcd", self.port)
-            buf = bytearray()
-            try:
-                while not self.stop.is_set():
-                    answer = self.handle(self._receive(sock, buf))
-                    if answer is not None:
-                        self._send(sock, answer)
-                    # After a real 00/01/02 vpcd speaks again within a poll (~0.4 s); silence means
-                    # it took a 1-byte APDU for that control and waits for an answer that none gets.
-                    sock.settimeout(self.silence_after_control if answer is None else None)
-            except CardSwap:
-                log.info("port %d: card swapped", self.port)
-            except TimeoutError:
-                log.warning("port %d: vpcd silent after a 00/01/02 byte, so it was a 1-byte APDU that vpcd "
-                            "cannot deliver; dropping the link so the reader recovers", self.port)
-            except (LinkClosed, OSError) as e:
-                if not self.stop.is_set():
-                    log.warning("port %d: %s; reconnecting", self.port, e)
-            finally:
-                self.connected.clear()
-                sock.close()
-                # The reader saw the card vanish: RAM state is gone as after pulling the card.
-                if self.card is not None:
-                    self.card.power_off()
-            if self.stop.is_set():
+            stuck = self._answer(sock)
+            if self.stop.is_set() or stuck:
+                # Stopping, or leaving a vpcd that waited in vain: the card must come back (here or
+                # in the next server) as a newly inserted one.
                 self._sign_off()
-                return
+                continue
             if self.card is None:
                 log.info("port %d: hopper empty", self.port)
                 self.stop.wait()
                 return
             # Give pcscd time to poll the empty slot, so it reads the next card's ATR afresh.
             self.stop.wait(0.6 if self.next_card else 0.05)
+
+    def _answer(self, sock: socket.socket) -> bool:
+        """Answer vpcd on one connection until it ends; True when vpcd got stuck on a 1-byte APDU."""
+        sock.settimeout(None)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock = sock
+        self.connected.set()
+        log.info("port %d: connected to vpcd", self.port)
+        buf = bytearray()
+        try:
+            while not self.stop.is_set():
+                answer = self.handle(self._receive(sock, buf))
+                if answer is not None:
+                    self._send(sock, answer)
+                # After a real 00/01/02 vpcd speaks again within a poll (~0.4 s); silence means
+                # it took a 1-byte APDU for that control and waits for an answer that none gets.
+                sock.settimeout(self.silence_after_control if answer is None else None)
+        except CardSwap:
+            log.info("port %d: card swapped", self.port)
+        except TimeoutError:
+            log.warning("port %d: vpcd silent after a 00/01/02 byte, so it was a 1-byte APDU that vpcd "
+                        "cannot deliver; dropping the link so the reader recovers", self.port)
+            return True
+        except (LinkClosed, OSError) as e:
+            if not self.stop.is_set():
+                log.warning("port %d: %s; reconnecting", self.port, e)
+        finally:
+            self.connected.clear()
+            sock.close()
+            # The reader saw the card vanish: RAM state is gone as after pulling the card.
+            if self.card is not None:
+                self.card.power_off()
+        return False
 
     def _sign_off(self) -> None:
         """Return once pcscd has seen the slot empty, so that the next server on this port is read
@@ -171,9 +179,11 @@ class VpcdLink:
             with socket.create_connection((self.host, self.port), timeout=self.sign_off_timeout) as probe:
                 probe.settimeout(self.sign_off_timeout)
                 self._receive(probe, bytearray())     # read whole, so closing sends no reset
-        except OSError:
-            pass                             # no vpcd, or one too busy to poll: nothing to wait for
-        log.info("port %d: signed off", self.port)
+        except OSError as e:
+            # No vpcd, or one too busy to poll: nothing more to wait for.
+            log.info("port %d: signed off without vpcd's poll (%s)", self.port, e)
+            return
+        log.info("port %d: signed off: vpcd polled the empty slot", self.port)
 
     def shutdown(self) -> None:
         """Stop serving: wake the blocked read by shutting the connection down."""

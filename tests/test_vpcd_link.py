@@ -118,12 +118,17 @@ def test_a_one_byte_apdu_vpcd_took_for_a_control_drops_the_link_instead_of_hangi
         conn.sendall(struct.pack(">H", 1) + b"\x04")            # a real power-on: ATR asked at once
         assert _read_frame(conn) == c.atr
         conn.sendall(struct.pack(">H", 1) + b"\x01")            # the APDU 01: vpcd now only waits
-        assert conn.recv(16) == b""                             # the link hung up on it …
-        again, _ = srv.accept()                                 # … and came back for the next poll
+        assert conn.recv(16) == b""                             # the link hung up on it,
+        probe, _ = srv.accept()                                 # signed off (the slot reads empty)
+        probe.settimeout(10)
+        probe.sendall(struct.pack(">H", 1) + b"\x04")
+        assert probe.recv(16) == b""
+        again, _ = srv.accept()                                 # and came back as a new card
         again.settimeout(10)
         again.sendall(struct.pack(">H", 1) + b"\x04")
         assert _read_frame(again) == c.atr
         again.close()
+        probe.close()
         conn.close()
     finally:
         link.shutdown()
