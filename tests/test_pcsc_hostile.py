@@ -1,33 +1,18 @@
 """The serve link under hostile use through real pcscd + vpcd: restarts and random APDUs."""
 
 import signal
+import time
 
 import pytest
 
-from personalize import cardholders, lifecycle, virtual
 from personalize.readout import read_card
 from reader_bridge.pcsc import PcscTransport
-from reader_bridge.transport import InProcess
-from tests.pcsc_env import READERS, Served, start_pcscd, stop_pcscd, wait_for_card
-from tests.ss import keys, prof
+from reader_bridge.transport import TransportError
+from tests.pcsc_env import READERS, Served, serving, wait_for_card
+from tests.ss import prof
+from tests.test_pcsc import _image, pcscd  # noqa: F401 - pcscd: the module's own pcscd, as there
 
 pytestmark = pytest.mark.pcsc
-
-
-@pytest.fixture(scope="module", autouse=True)
-def pcscd():
-    start_pcscd()
-    yield
-    stop_pcscd()
-
-
-def _image(tmp_path):
-    from cardos import image
-    c = virtual.make(prof(), cardholders.sample(), keys(), virtual.chip_serial(str(tmp_path / "card.json")))
-    lifecycle.perform(InProcess(c), lifecycle.life_script("activate", prof(), c.atr[-8:]), keys())
-    path = tmp_path / "card.json"
-    image.save(c, path)
-    return path, c.atr
 
 
 def test_a_restarted_serve_is_seen_as_a_new_card_every_time(tmp_path):
@@ -64,27 +49,16 @@ def _random_apdus(n: int, seed: int):
 
 def test_10000_random_apdus_of_every_length_then_the_card_still_reads_and_serve_lives(tmp_path):
     path, atr = _image(tmp_path)
-    served = Served(path)
-    try:
-        wait_for_card(READERS[0], atr)
-        t = PcscTransport(READERS[0])
-        try:
-            for apdu in _random_apdus(10_000, seed=15):
-                answer = t.transmit_raw(apdu)
-                assert len(answer) >= 2, apdu.hex()
-                if len(apdu) < 4:
-                    assert answer == b"\x67\x00", apdu.hex()
-            assert read_card(t, prof()).full_name == "张小燕"
-        finally:
-            t.close()
-        t = PcscTransport(READERS[0])                        # and a new client too
-        try:
-            assert read_card(t, prof()).items["ssn"] == "330302199003071215"
-        finally:
-            t.close()
+    with serving(path, atr) as (t, served):
+        for apdu in _random_apdus(10_000, seed=15):
+            answer = t.transmit_raw(apdu)
+            assert len(answer) >= 2, apdu.hex()
+            if len(apdu) < 4:
+                assert answer == b"\x67\x00", apdu.hex()
+        assert read_card(t, prof()).full_name == "张小燕"
+        assert _reads_again(attempts=1)                     # and a new client too
         assert served.proc.poll() is None
-    finally:
-        code, err = served.stop()
+    code, err = served.stop()
     assert code == 0 and "Traceback" not in err, err
 
 
@@ -92,35 +66,20 @@ def test_10000_random_apdus_of_every_length_then_the_card_still_reads_and_serve_
 def test_a_one_byte_apdu_vpcd_takes_for_a_control_fails_that_call_but_never_freezes_the_reader(tmp_path, byte):
     # What vpcd makes impossible (it frames the APDUs 00/01/02 as power controls) stays one failed
     # call: the reader and later clients go on.
-    from reader_bridge.transport import TransportError
     path, atr = _image(tmp_path)
-    served = Served(path)
-    try:
-        wait_for_card(READERS[0], atr)
-        t = PcscTransport(READERS[0])
+    with serving(path, atr) as (t, served):
+        # vpcd waits for an answer a control never gets; the link's hang-up ends the call with no
+        # answer (vpcd hands the client 0 bytes) or a transport error.
         try:
-            # vpcd waits for an answer a control never gets; the link's hang-up ends the call with
-            # no answer (vpcd hands the client 0 bytes) or a transport error.
-            try:
-                assert len(t.transmit_raw(bytes([byte]))) < 2
-            except TransportError:
-                pass
-        finally:
-            try:
-                t.close()
-            except TransportError:
-                pass
+            assert len(t.transmit_raw(bytes([byte]))) < 2
+        except TransportError:
+            pass
         assert _reads_again(), "the reader stayed frozen"
         assert served.proc.poll() is None
-    finally:
-        served.stop()
 
 
 def _reads_again(attempts: int = 20) -> bool:
     """A client retrying as a user would: connect and read, a few times if the card is still coming back."""
-    import time
-
-    from reader_bridge.transport import TransportError
     for _ in range(attempts):
         try:
             t = PcscTransport(READERS[0], timeout=5)
@@ -135,5 +94,5 @@ def _reads_again(attempts: int = 20) -> bool:
             try:
                 t.close()
             except TransportError:
-                pass
+                pass                        # the card may have left with the failed call
     return False

@@ -1,5 +1,6 @@
 """The vpcd link against a stand-in vpcd on loopback: framing, controls, partial reads, reconnects."""
 
+import contextlib
 import socket
 import struct
 
@@ -16,6 +17,32 @@ def _listener():
     srv.listen(1)
     srv.settimeout(10)
     return srv, srv.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _linked(c, **settings):
+    """A link serving c to a stand-in vpcd; yields the link, its thread, the listener and a function
+    that accepts the link's next connection."""
+    srv, port = _listener()
+    link = VpcdLink(c, port=port)
+    for name, value in settings.items():
+        setattr(link, name, value)
+    thread = link.start()
+
+    def accept():
+        conn, _ = srv.accept()
+        conn.settimeout(10)
+        return conn
+    try:
+        yield link, thread, accept
+    finally:
+        link.shutdown()
+        srv.close()                     # no stand-in vpcd left: the link's sign-off ends at once
+        thread.join(5)
+
+
+def _frame(payload: bytes) -> bytes:
+    return struct.pack(">H", len(payload)) + payload
 
 
 def _read_frame(conn) -> bytes:
@@ -84,56 +111,35 @@ def test_a_one_byte_apdu_that_is_no_control_code_is_answered_6700(byte):
 
 def test_over_a_socket_a_one_byte_apdu_gets_its_answer_and_the_link_goes_on():
     c = card()
-    srv, port = _listener()
-    link = VpcdLink(c, port=port)
-    thread = link.start()
-    try:
-        conn, _ = srv.accept()
-        conn.settimeout(10)
-        conn.sendall(struct.pack(">H", 1) + b"\xA9")
+    with _linked(c) as (_, _, accept):
+        conn = accept()
+        conn.sendall(_frame(b"\xA9"))
         assert _read_frame(conn) == b"\x67\x00"
-        conn.sendall(struct.pack(">H", 7) + bytes.fromhex("00A40000023F00"))
+        conn.sendall(_frame(bytes.fromhex("00A40000023F00")))
         assert _read_frame(conn)[-2:] == b"\x90\x00"
-        conn.sendall(struct.pack(">H", 1) + b"\x04")
+        conn.sendall(_frame(b"\x04"))
         assert _read_frame(conn) == c.atr
         conn.close()
-    finally:
-        link.shutdown()
-        srv.close()                     # no stand-in vpcd left: the link's sign-off ends at once
-        thread.join(5)
 
 
 def test_a_one_byte_apdu_vpcd_took_for_a_control_drops_the_link_instead_of_hanging_the_reader():
     # vpcd sends the APDU 01 exactly like "power on" and then waits for an answer; a real power-on
     # is followed at once by "get ATR". The link takes the silence for what it is and reconnects.
     c = card()
-    srv, port = _listener()
-    link = VpcdLink(c, port=port)
-    link.silence_after_control = 0.3
-    thread = link.start()
-    try:
-        conn, _ = srv.accept()
-        conn.settimeout(10)
-        conn.sendall(struct.pack(">H", 1) + b"\x01")
-        conn.sendall(struct.pack(">H", 1) + b"\x04")            # a real power-on: ATR asked at once
+    with _linked(c, silence_after_control=0.3) as (_, _, accept):
+        conn = accept()
+        conn.sendall(_frame(b"\x01") + _frame(b"\x04"))      # a real power-on: ATR asked at once
         assert _read_frame(conn) == c.atr
-        conn.sendall(struct.pack(">H", 1) + b"\x01")            # the APDU 01: vpcd now only waits
+        conn.sendall(_frame(b"\x01"))                          # the APDU 01: vpcd now only waits
         assert conn.recv(16) == b""                             # the link hung up on it,
-        probe, _ = srv.accept()                                 # signed off (the slot reads empty)
-        probe.settimeout(10)
-        probe.sendall(struct.pack(">H", 1) + b"\x04")
+        probe = accept()                                        # signed off (the slot reads empty)
+        probe.sendall(_frame(b"\x04"))
         assert probe.recv(16) == b""
-        again, _ = srv.accept()                                 # and came back as a new card
-        again.settimeout(10)
-        again.sendall(struct.pack(">H", 1) + b"\x04")
+        again = accept()                                        # and came back as a new card
+        again.sendall(_frame(b"\x04"))
         assert _read_frame(again) == c.atr
-        again.close()
-        probe.close()
-        conn.close()
-    finally:
-        link.shutdown()
-        srv.close()                     # no stand-in vpcd left: the link's sign-off ends at once
-        thread.join(5)
+        for s in (again, probe, conn):
+            s.close()
 
 
 def test_on_shutdown_the_link_returns_once_vpcd_has_polled_the_slot_empty():
@@ -141,26 +147,17 @@ def test_on_shutdown_the_link_returns_once_vpcd_has_polled_the_slot_empty():
     # and its first word on the new one is the next poll's "get ATR". The link waits for that word
     # and leaves it unanswered, so that poll finds the slot empty too.
     c = card()
-    srv, port = _listener()
-    link = VpcdLink(c, port=port)
-    thread = link.start()
-    try:
-        conn, _ = srv.accept()
-        conn.settimeout(10)
-        conn.sendall(struct.pack(">H", 1) + b"\x04")
+    with _linked(c) as (link, thread, accept):
+        conn = accept()
+        conn.sendall(_frame(b"\x04"))
         assert _read_frame(conn) == c.atr
         link.shutdown()
         assert conn.recv(16) == b""                                 # the served link is closed …
-        probe, _ = srv.accept()                                     # … and the link signs off
-        probe.settimeout(10)
+        probe = accept()                                            # … and the link signs off
         assert thread.is_alive()                                    # still waiting for vpcd's poll
-        probe.sendall(struct.pack(">H", 1) + b"\x04")
+        probe.sendall(_frame(b"\x04"))
         assert probe.recv(16) == b""                                # no ATR: the slot reads empty
         thread.join(10)
         assert not thread.is_alive()
         probe.close()
         conn.close()
-    finally:
-        link.shutdown()
-        srv.close()                     # no stand-in vpcd left: the link's sign-off ends at once
-        thread.join(5)
