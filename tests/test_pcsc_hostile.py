@@ -8,7 +8,7 @@ import pytest
 from personalize.readout import read_card
 from reader_bridge.pcsc import PcscTransport
 from reader_bridge.transport import TransportError
-from tests.pcsc_env import READERS, Served, serving, wait_for_card
+from tests.pcsc_env import READERS, Served, serving
 from tests.ss import prof
 from tests.test_pcsc import _image, pcscd  # noqa: F401 - pcscd: the module's own pcscd, as there
 
@@ -17,15 +17,15 @@ pytestmark = pytest.mark.pcsc
 
 def test_a_restarted_serve_is_seen_as_a_new_card_every_time(tmp_path):
     # pcscd reads the ATR only when it sees a card arrive. Each restart here is a plain SIGTERM and
-    # a new process, with no waiting for the reader to look empty: serve itself must make sure
-    # pcscd saw the card go, or the client right after the restart gets "Card removed".
+    # a new process, with no waiting for the reader to look empty or full: serve itself must make
+    # sure pcscd saw the card go, or the client right after the restart gets "Card removed".
     path, atr = _image(tmp_path)
     for _ in range(8):
         served = Served(path)
         try:
-            wait_for_card(READERS[0], atr)
-            t = PcscTransport(READERS[0])
+            t = PcscTransport(READERS[0])                   # at once: it waits for the card itself
             try:
+                assert t.atr() == atr
                 assert read_card(t, prof()).full_name == "张小燕"
             finally:
                 t.close()
