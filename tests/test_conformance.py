@@ -119,3 +119,18 @@ def test_raw_answers_are_still_judged_where_the_case_is_about_them():
 
     out = runner.run(Lenient(card()), prof(), keys(), only=("REC-03",))
     assert out[0].status == "fail" and "expected 6C" in out[0].message
+
+
+def test_cli_conformance_passes_on_a_card_made_with_answers_t0(tmp_path):
+    profile = tmp_path / "t0.yaml"
+    profile.write_text("extends: default\ncos:\n  answers: t0\n", encoding="utf-8")
+    img, keyfile = tmp_path / "card.json", tmp_path / "keys.json"
+    r = CliRunner()
+    assert r.invoke(main, ["keys", "new", str(keyfile), "--demo", "--profile", str(profile)], env=PASS).exit_code == 0
+    made = r.invoke(main, ["image", "new", str(img), "--profile", str(profile), "--keys", str(keyfile)], env=PASS)
+    assert made.exit_code == 0, made.output
+    assert r.invoke(main, ["apdu", "--image", str(img), "--raw", "00A40000023F00"]).output.strip().startswith("61")
+    res = r.invoke(main, ["conformance", "--image", str(img), "--profile", str(profile), "--keys", str(keyfile)],
+                   env=PASS)
+    assert res.exit_code == 0, res.output
+    assert " 0 failed" in res.output
