@@ -9,7 +9,11 @@ What vpcd makes impossible: it frames a 1-byte APDU exactly like a control, so t
 02 and 04 never reach the card as commands. 04 is answered with the ATR; 00 powers the card off
 and 01/02 reset it (RAM state lost), and since vpcd then waits for an answer no control gets,
 the reader would hang: the link notices vpcd's silence after such a control and drops the
-connection, so the client gets an error and the next poll finds the card again.
+connection, so that one call fails (0 bytes or an error) and the card comes back as a new one.
+
+pcscd reads an ATR only when it sees a card arrive, so before the link goes (stopped, or after
+such a hang-up) it waits until vpcd has polled the slot empty: the next server on the port is
+then always read as a newly inserted card.
 """
 
 from __future__ import annotations
