@@ -74,14 +74,16 @@ class Context:
     def send(self, apdu: bytes | str, note: str = "") -> tuple[bytes, int]:
         """Send as a terminal does: 61xx fetched with GET RESPONSE, 6Cxx resent with that Le;
         every exchange that crossed the interface goes into the log."""
-        raw = _as_bytes(apdu)
+        sent = 0
 
         def one(cmd: bytes) -> bytes:
-            if cmd == raw:
+            nonlocal sent
+            sent += 1
+            if sent == 1:
                 return self._exchange(cmd, note)
             step = "GET RESPONSE" if cmd[1] == 0xC0 else "resent with the exact Le"
             return self._exchange(cmd, f"{step}: {note}" if note else step)
-        return split_response(complete(one, raw))
+        return split_response(complete(one, _as_bytes(apdu)))
 
     def send_raw(self, apdu: bytes | str, note: str = "") -> tuple[bytes, int]:
         """Send once and return the card's own answer, 61xx and 6Cxx included: for the cases
