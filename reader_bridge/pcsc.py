@@ -60,9 +60,8 @@ class _Context:
     def status(self, reader: str, timeout: float) -> tuple[bool, bytes]:
         """Whether a card is in the reader, waiting up to timeout for one to arrive, and its ATR."""
         deadline = time.monotonic() + timeout
-        known = scard.SCARD_STATE_UNAWARE     # first call: answers at once with the present state
+        known, wait_ms = scard.SCARD_STATE_UNAWARE, 0   # first: the state now, at once
         while True:
-            wait_ms = 0 if known == scard.SCARD_STATE_UNAWARE else int(max(0.0, deadline - time.monotonic()) * 1000)
             hresult, states = scard.SCardGetStatusChange(self.handle, wait_ms, [(reader, known)])
             if hresult == scard.SCARD_E_TIMEOUT:
                 return False, b""
@@ -71,6 +70,7 @@ class _Context:
             if state & scard.SCARD_STATE_PRESENT or time.monotonic() >= deadline:
                 return bool(state & scard.SCARD_STATE_PRESENT), bytes(atr)
             known = state & ~scard.SCARD_STATE_CHANGED
+            wait_ms = max(1, int((deadline - time.monotonic()) * 1000))
 
     def close(self) -> None:
         scard.SCardReleaseContext(self.handle)
