@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import string
 import sys
 import time
 from pathlib import Path
@@ -178,17 +179,20 @@ def with_card(f):
 
 
 def _parse_apdus(texts: tuple[str, ...]) -> list[bytes]:
+    """Hex APDUs (spaces and colons allowed); an error names the APDU and the position, never its
+    content, which may hold a PIN or a key."""
     out = []
     for i, text in enumerate(texts, 1):
+        bad = next((j for j, ch in enumerate(text, 1) if not (ch.isspace() or ch == ":" or ch in string.hexdigits)),
+                   None)
+        if bad is not None:
+            _bad(f"APDU {i}: not hex at character {bad}")
         clean = "".join(text.split()).replace(":", "")
-        try:
-            raw = bytes.fromhex(clean)
-        except ValueError:
-            bad = next((j for j, ch in enumerate(clean) if ch not in "0123456789abcdefABCDEF"), len(clean))
-            _fail(f"APDU {i} ({text!r}): not hex at character {bad + 1}" if bad < len(clean)
-                  else f"APDU {i} ({text!r}): odd number of hex digits")
+        if len(clean) % 2:
+            _bad(f"APDU {i}: odd number of hex digits")
+        raw = bytes.fromhex(clean)
         if len(raw) < 4:
-            _fail(f"APDU {i} ({text!r}): {len(raw)} bytes, a command has at least 4")
+            _bad(f"APDU {i}: {len(raw)} bytes, a command has at least 4")
         out.append(raw)
     return out
 
@@ -433,16 +437,24 @@ def keys_list(path: str) -> None:
 @main.command()
 @click.argument("apdus", nargs=-1, required=True)
 @with_card
+@click.option("--raw", is_flag=True, help="Send each APDU once and print the card's own answer, 61xx and 6Cxx "
+                                           "included (default: follow them as a terminal does).")
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of exchanges (secrets redacted).")
-def apdu(apdus: tuple[str, ...], image_path: str | None, reader: str | None, as_json: bool) -> None:
-    """Send hex APDUs to a card and print `response-hex SW` for each."""
+def apdu(apdus: tuple[str, ...], image_path: str | None, reader: str | None, raw: bool, as_json: bool) -> None:
+    """Send hex APDUs to a card and print `response-hex SW` for each.
+
+    By default 61xx is fetched with GET RESPONSE and 6Cxx resent with that Le, as a terminal does,
+    and the whole answer is printed; --raw shows what the card itself answered to each APDU.
+    """
     commands = _parse_apdus(apdus)
     rows = []
+    redactor = redact.Redactor()
     with _card_transport(image_path, reader) as t:
-        for raw in commands:
-            resp = t.transmit(raw)
-            data, sw = split_response(resp)
-            rows.append({"command": redact.command(raw), "response": redact.response(raw, resp)[:-4] if data else "",
+        send = t.transmit_raw if raw else t.transmit
+        for cmd in commands:
+            resp = send(cmd)
+            _, sw = split_response(resp)
+            rows.append({"command": redact.command(cmd), "response": redactor.response(cmd, resp)[:-4],
                          "sw": f"{sw:04X}"})
     if as_json:
         click.echo(json.dumps(rows, indent=1))

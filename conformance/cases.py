@@ -180,9 +180,9 @@ def le_rules(ctx):
     ctx.select_role("ssse")
     full = ctx.expect("00B2072C00", 0x9000, note="card number, Le 00")
     check(ctx.expect("00B2072CFF", 0x9000, note="Le FF") == full, "Le larger than the record gave another answer")
-    _, sw = ctx.send(build(0x00, 0xB2, 0x07, 0x2C, le=len(full) - 2), "Le of the value only")
+    _, sw = ctx.send_raw(build(0x00, 0xB2, 0x07, 0x2C, le=len(full) - 2), "Le of the value only")
     check(sw == 0x6C00 | len(full), f"value-only Le answered {sw:04X}, expected 6C{len(full):02X}")
-    check(ctx.expect(build(0x00, 0xB2, 0x07, 0x2C, le=len(full)), 0x9000, note="resend") == full,
+    check(ctx.expect(build(0x00, 0xB2, 0x07, 0x2C, le=len(full)), 0x9000, note="resend", raw=True) == full,
           "the resend with the exact Le gave another answer")
     ctx.expect("00B2772C00", 0x6A83, note="a record that does not exist")
 
@@ -514,11 +514,11 @@ def card_block(ctx):
 
 @case("T0-01", "GET RESPONSE with nothing waiting is refused; 61xx answers are fetched whole", "spec §3, ISO 7816-4 §5.3")
 def get_response(ctx):
-    _, sw = ctx.send("00C0000000", "GET RESPONSE with nothing waiting")
+    _, sw = ctx.send_raw("00C0000000", "GET RESPONSE with nothing waiting")
     check(sw != 0x9000, "GET RESPONSE with nothing waiting answered 9000")
-    _, sw = ctx.send(build(0x00, 0xA4, 0x04, 0x00, SSSE_NAME, 0), "SELECT SSSE, case 4")
+    _, sw = ctx.send_raw(build(0x00, 0xA4, 0x04, 0x00, SSSE_NAME, 0), "SELECT SSSE, case 4")
     if sw >> 8 == 0x61:
-        data = ctx.expect(build(0x00, 0xC0, 0x00, 0x00, le=sw & 0xFF), 0x9000, note="GET RESPONSE")
+        data = ctx.expect(build(0x00, 0xC0, 0x00, 0x00, le=sw & 0xFF), 0x9000, note="GET RESPONSE", raw=True)
         check(data[:1] == b"\x6f", "GET RESPONSE did not return the FCI")
     else:
         check(sw == 0x9000, f"SELECT answered {sw:04X}")
@@ -596,9 +596,9 @@ PSAM_SELECT = "00A4040006D15600000590"
 @case("PSAM-01", "The PSAM selects by AID with 61xx + GET RESPONSE and reads its 6-byte terminal number", "psam.md §1-§2")
 def psam_select(ctx):
     psam = ctx.need_psam()
-    _, sw = ctx.send(PSAM_SELECT, "select the PSAM application", to=psam)
+    _, sw = ctx.send_raw(PSAM_SELECT, "select the PSAM application", to=psam)
     check(sw >> 8 == 0x61, f"SELECT answered {sw:04X}, a T=0 PSAM answers 61xx")
-    fci = ctx.expect(build(0x00, 0xC0, 0x00, 0x00, le=sw & 0xFF), 0x9000, note="GET RESPONSE", to=psam)
+    fci = ctx.expect(build(0x00, 0xC0, 0x00, 0x00, le=sw & 0xFF), 0x9000, note="GET RESPONSE", raw=True, to=psam)
     check(bytes.fromhex("D15600000590") in fci, "the FCI does not name D15600000590")
     number = ctx.expect("00B0960006", 0x9000, note="terminal number (EF 0016)", to=psam)
     check(len(number) == 6, f"terminal number of {len(number)} bytes")

@@ -9,10 +9,15 @@ from cardos import redact
 from cardos.apdu import split_response
 from personalize.compile import DataError, card_key
 from personalize.profile import DFDecl, Profile
+from reader_bridge.transport import complete
 from terminal import apdus, flows
 from terminal.factors import Factors
 from terminal.security import SecurityModule
 from terminal.status import sw_name
+
+def _as_bytes(apdu: bytes | str) -> bytes:
+    return bytes.fromhex(apdu.replace(" ", "")) if isinstance(apdu, str) else apdu
+
 
 class CaseFailure(AssertionError):
     """What a case found wrong, in words QA can file."""
@@ -44,16 +49,36 @@ class Context:
     pin: str = ""
     log: list[Exchange] = field(default_factory=list)
     factors: Factors | None = None
+    _redactors: dict[int, redact.Redactor] = field(default_factory=dict, repr=False)
 
     # -- talking ----------------------------------------------------------------------------
     def send(self, apdu: bytes | str, note: str = "", to=None) -> tuple[bytes, int]:
-        raw = bytes.fromhex(apdu.replace(" ", "")) if isinstance(apdu, str) else apdu
-        # Raw: the suite judges the card's own answers, 61xx and 6Cxx included.
-        resp = (to or self.transport).transmit_raw(raw)
-        data, sw = split_response(resp)
-        shown = redact.response(raw, resp)[:-4]
+        """Send as a terminal does: 61xx fetched with GET RESPONSE, 6Cxx resent with that Le;
+        every exchange that crossed the interface goes into the log."""
+        sent = 0
+
+        def one(cmd: bytes) -> bytes:
+            nonlocal sent
+            sent += 1
+            if sent == 1:
+                return self._exchange(cmd, note, to)
+            step = "GET RESPONSE" if cmd[1] == 0xC0 else "resent with the exact Le"
+            return self._exchange(cmd, f"{step}: {note}" if note else step, to)
+        return split_response(complete(one, _as_bytes(apdu)))
+
+    def send_raw(self, apdu: bytes | str, note: str = "", to=None) -> tuple[bytes, int]:
+        """Send once and return the card's own answer, 61xx and 6Cxx included: for the cases
+        that judge those answers themselves."""
+        return split_response(self._exchange(_as_bytes(apdu), note, to))
+
+    def _exchange(self, raw: bytes, note: str, to=None) -> bytes:
+        target = to or self.transport
+        resp = target.transmit_raw(raw)
+        _, sw = split_response(resp)
+        # One redactor per conversation: the card's and the PSAM's pending answers are their own.
+        shown = self._redactors.setdefault(id(target), redact.Redactor()).response(raw, resp)[:-4]
         self.log.append(Exchange(redact.command(raw), shown, sw, ("PSAM: " if to else "") + note))
-        return data, sw
+        return resp
 
     def need_psam(self):
         """The PSAM's transport, when the suite runs with --psam."""
@@ -62,9 +87,10 @@ class Context:
             raise CaseSkipped("a PSAM case: run with --psam")
         return t
 
-    def expect(self, apdu: bytes | str, *sws: int, note: str = "", to=None) -> bytes:
-        """Send and require one of the status words; the failure message names what came back."""
-        data, sw = self.send(apdu, note, to)
+    def expect(self, apdu: bytes | str, *sws: int, note: str = "", raw: bool = False, to=None) -> bytes:
+        """Send (raw=True: without following 61xx/6Cxx) and require one of the status words; the
+        failure message names what came back."""
+        data, sw = (self.send_raw if raw else self.send)(apdu, note, to)
         if sw not in sws:
             want = " or ".join(f"{s:04X}" for s in sws)
             raise CaseFailure(f"{note or 'command'}: expected {want}, card answered {sw:04X} ({sw_name(sw)})")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 
 from .transport import TransportError, complete
@@ -57,14 +58,19 @@ class _Context:
         return list(names)
 
     def status(self, reader: str, timeout: float) -> tuple[bool, bytes]:
-        """Whether a card is present in the reader, and its ATR."""
-        hresult, states = scard.SCardGetStatusChange(self.handle, int(timeout * 1000),
-                                                     [(reader, scard.SCARD_STATE_UNAWARE)])
-        if hresult == scard.SCARD_E_TIMEOUT:
-            return False, b""
-        _check(hresult, f"SCardGetStatusChange({reader})")
-        _, state, atr = states[0]
-        return bool(state & scard.SCARD_STATE_PRESENT), bytes(atr)
+        """Whether a card is in the reader, waiting up to timeout for one to arrive, and its ATR."""
+        deadline = time.monotonic() + timeout
+        known, wait_ms = scard.SCARD_STATE_UNAWARE, 0   # first: the state now, at once
+        while True:
+            hresult, states = scard.SCardGetStatusChange(self.handle, wait_ms, [(reader, known)])
+            if hresult == scard.SCARD_E_TIMEOUT:
+                return False, b""
+            _check(hresult, f"SCardGetStatusChange({reader})")
+            _, state, atr = states[0]
+            if state & scard.SCARD_STATE_PRESENT or time.monotonic() >= deadline:
+                return bool(state & scard.SCARD_STATE_PRESENT), bytes(atr)
+            known = state & ~scard.SCARD_STATE_CHANGED
+            wait_ms = max(1, int((deadline - time.monotonic()) * 1000))
 
     def close(self) -> None:
         scard.SCardReleaseContext(self.handle)

@@ -1,9 +1,19 @@
 """The vpcd link: a card served to vsmartcard's virtual reader driver over TCP.
 
 vpcd listens (port 35963 for slot "Virtual PCD 00 00", 35964 for "00 01") and the card connects
-to it. Each message is a 2-byte big-endian length and a payload: a 1-byte payload is a control
-(00 power off, 01 power on, 02 reset, 04 get ATR; only the last is answered), anything longer is
-a command APDU, answered with the card's response.
+to it. Each message is a 2-byte big-endian length and a payload: a 1-byte payload 00 (power off),
+01 (power on), 02 (reset) or 04 (get ATR; the only one answered) is a control, anything else is a
+command APDU, answered with the card's response (a 1-byte one with 6700, as a reader would).
+
+What vpcd makes impossible: it frames a 1-byte APDU exactly like a control, so the APDUs 00, 01,
+02 and 04 never reach the card as commands. 04 is answered with the ATR; 00 powers the card off
+and 01/02 reset it (RAM state lost), and since vpcd then waits for an answer no control gets,
+the reader would hang: the link notices vpcd's silence after such a control and drops the
+connection, so that one call fails (0 bytes or an error) and the card comes back as a new one.
+
+pcscd reads an ATR only when it sees a card arrive, so before the link goes (stopped, or after
+such a hang-up) it waits until vpcd has polled the slot empty: the next server on the port is
+then always read as a newly inserted card.
 """
 
 from __future__ import annotations
@@ -18,8 +28,11 @@ from cardos import redact
 from cardos.card import Card
 
 CTRL_OFF, CTRL_ON, CTRL_RESET, CTRL_ATR = 0x00, 0x01, 0x02, 0x04
+_CONTROLS = (CTRL_OFF, CTRL_ON, CTRL_RESET, CTRL_ATR)
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 DEFAULT_PORT = 35963
+SILENCE_AFTER_CONTROL = 3.0  # seconds: more than seven of pcscd's presence polls
+SIGN_OFF_TIMEOUT = 3.0
 log = logging.getLogger("sscard.vpcd")
 
 
@@ -44,6 +57,9 @@ class VpcdLink:
         self.stop = stop or threading.Event()
         self.connected = threading.Event()
         self.apdus = 0
+        self.silence_after_control = SILENCE_AFTER_CONTROL
+        self.sign_off_timeout = SIGN_OFF_TIMEOUT
+        self._redactor = redact.Redactor()
         self._sock: socket.socket | None = None
 
     # -- framing ----------------------------------------------------------------------------
@@ -75,7 +91,7 @@ class VpcdLink:
     # -- one message ----------------------------------------------------------------------------
     def handle(self, msg: bytes) -> bytes | None:
         """The answer to one vpcd message (None when vpcd expects none)."""
-        if len(msg) == 1:
+        if len(msg) == 1 and msg[0] in _CONTROLS:
             ctrl = msg[0]
             if ctrl == CTRL_ATR:
                 return self.card.atr
@@ -87,16 +103,14 @@ class VpcdLink:
                         # Take the card out of the reader: vpcd sees it leave, then the next arrive.
                         self.card = following
                         raise CardSwap()
-            elif ctrl in (CTRL_ON, CTRL_RESET):
-                self.card.power_on()
             else:
-                log.warning("port %d: unknown vpcd control %02X ignored", self.port, ctrl)
+                self.card.power_on()
             return None
         before = self.card.store.commits
         resp = self.card.transmit(msg)
         self.apdus += 1
         if log.isEnabledFor(logging.INFO):
-            log.info("port %d: %s -> %s", self.port, redact.command(msg), redact.response(msg, resp))
+            log.info("port %d: %s -> %s", self.port, redact.command(msg), self._redactor.response(msg, resp))
         if self.card.store.commits != before and self.on_change is not None:
             self.on_change(self.card)
         return resp
@@ -113,34 +127,67 @@ class VpcdLink:
                 delay = min(delay * 2, 1.0)
                 continue
             delay = 0.1
-            sock.settimeout(None)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self._sock = sock
-            self.connected.set()
-            log.info("port %d: connected to vpcd", self.port)
-            buf = bytearray()
-            try:
-                while not self.stop.is_set():
-                    answer = self.handle(self._receive(sock, buf))
-                    if answer is not None:
-                        self._send(sock, answer)
-            except CardSwap:
-                log.info("port %d: card swapped", self.port)
-            except (LinkClosed, OSError) as e:
-                if not self.stop.is_set():
-                    log.warning("port %d: %s; reconnecting", self.port, e)
-            finally:
-                self.connected.clear()
-                sock.close()
-                # The reader saw the card vanish: RAM state is gone as after pulling the card.
-                if self.card is not None:
-                    self.card.power_off()
+            stuck = self._answer(sock)
+            if self.stop.is_set() or stuck:
+                # Stopping, or leaving a vpcd that waited in vain: the card must come back (here or
+                # in the next server) as a newly inserted one.
+                self._sign_off()
+                continue
             if self.card is None:
                 log.info("port %d: hopper empty", self.port)
                 self.stop.wait()
                 return
             # Give pcscd time to poll the empty slot, so it reads the next card's ATR afresh.
             self.stop.wait(0.6 if self.next_card else 0.05)
+
+    def _answer(self, sock: socket.socket) -> bool:
+        """Answer vpcd on one connection until it ends; True when vpcd got stuck on a 1-byte APDU."""
+        sock.settimeout(None)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock = sock
+        self.connected.set()
+        log.info("port %d: connected to vpcd", self.port)
+        buf = bytearray()
+        try:
+            while not self.stop.is_set():
+                answer = self.handle(self._receive(sock, buf))
+                if answer is not None:
+                    self._send(sock, answer)
+                # After a real 00/01/02 vpcd speaks again within a poll (~0.4 s); silence means
+                # it took a 1-byte APDU for that control and waits for an answer that none gets.
+                sock.settimeout(self.silence_after_control if answer is None else None)
+        except CardSwap:
+            log.info("port %d: card swapped", self.port)
+        except TimeoutError:
+            log.warning("port %d: vpcd silent after a 00/01/02 byte, so it was a 1-byte APDU that vpcd "
+                        "cannot deliver; dropping the link so the reader recovers", self.port)
+            return True
+        except (LinkClosed, OSError) as e:
+            if not self.stop.is_set():
+                log.warning("port %d: %s; reconnecting", self.port, e)
+        finally:
+            self.connected.clear()
+            sock.close()
+            # The reader saw the card vanish: RAM state is gone as after pulling the card.
+            if self.card is not None:
+                self.card.power_off()
+        return False
+
+    def _sign_off(self) -> None:
+        """Return once pcscd has seen the slot empty, so that the next server on this port is read
+        as a newly inserted card: pcscd reads an ATR only when it sees a card arrive."""
+        # vpcd accepts a new connection only after dropping ours, in a presence poll that then
+        # reported the slot empty; the first thing it sends on the new one is the next poll's "get
+        # ATR". Closing without an answer makes that poll report the slot empty as well.
+        try:
+            with socket.create_connection((self.host, self.port), timeout=self.sign_off_timeout) as probe:
+                probe.settimeout(self.sign_off_timeout)
+                self._receive(probe, bytearray())     # read whole, so closing sends no reset
+        except OSError as e:
+            # No vpcd, or one too busy to poll: nothing more to wait for.
+            log.info("port %d: signed off without vpcd's poll (%s)", self.port, e)
+            return
+        log.info("port %d: signed off: vpcd polled the empty slot", self.port)
 
     def shutdown(self) -> None:
         """Stop serving: wake the blocked read by shutting the connection down."""

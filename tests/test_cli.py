@@ -4,6 +4,8 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cli import main
 from personalize.keys import KeyRef, load_key_file
@@ -93,3 +95,60 @@ def test_corrupt_image_gives_one_line_error(tmp_path):
     img.write_text("{not json")
     r = run("image", "info", str(img))
     assert r.exit_code != 0 and "not valid JSON" in r.output and len(r.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("text, where", [
+    ("0020000003123456Z", "APDU 2: not hex at character 17"),
+    ("00 20 00 00 03 12 34 5G", "APDU 2: not hex at character 23"),
+    ("002000000312345", "APDU 2: odd number of hex digits"),
+    ("00:20:00:00:03:12:34:56:7", "APDU 2: odd number of hex digits"),
+])
+def test_a_malformed_apdu_is_named_by_position_never_by_content(tmp_path, text, where):
+    img = str(tmp_path / "blank.json")
+    assert run("image", "new", "--blank", img).exit_code == 0
+    r = run("apdu", "--image", img, "00A40000023F00", text)
+    assert r.exit_code == 2 and r.output.strip() == f"Error: {where}"
+    assert "1234" not in r.output and "12 34" not in r.output
+
+
+@settings(max_examples=40, deadline=None)
+@given(pin=st.text("0123456789", min_size=4, max_size=12), junk=st.sampled_from(["Z", "0", " x", "-", ""]))
+def test_no_parse_error_shows_the_pin_it_was_given(pin, junk):
+    from cli import _parse_apdus
+    import click
+    text = "00200000" + f"{(len(pin) + 1) // 2:02X}" + pin + junk
+    try:
+        _parse_apdus(("00A4000000", text))
+    except click.ClickException as e:
+        assert pin not in e.format_message() and pin[:4] not in e.format_message()
+
+
+def _t0_image(tmp_path):
+    from dataclasses import replace
+    from cardos import image
+    from cardos.card import Card
+    from cardos.nvm import Store
+    from tests.ss import card
+    c = card()
+    path = str(tmp_path / "t0.json")
+    image.save(Card(Store(dict(c.store.data)), replace(c.config, t0_get_response=True)), path)
+    return path
+
+
+def test_apdu_raw_shows_what_the_card_really_answered(tmp_path):
+    img = _t0_image(tmp_path)
+    select = "00A404000F7378312E73682EC9E7BBE1B1A3D5CF"
+    assert run("apdu", "--image", img, select).output.strip().endswith(" 9000")     # followed by default
+    assert run("apdu", "--image", img, "--raw", select, "00B2072C02").output.splitlines() == ["611B", "6C0B"]
+    r = run("apdu", "--image", img, "--raw", "--json", select, "00C000001B")
+    rows = json.loads(r.output)
+    assert [x["sw"] for x in rows] == ["611B", "9000"] and rows[1]["response"].startswith("6F19")
+    # The cryptogram of INTERNAL AUTHENTICATE is fetched raw by GET RESPONSE: still masked.
+    r = run("apdu", "--image", img, "--raw", select, "0088000008" + "11" * 8, "00C0000008")
+    lines = r.output.splitlines()
+    assert lines[1] == "6108" and "redacted" in lines[2] and lines[2].endswith(" 9000")
+
+
+def test_apdu_help_says_which_answers_are_the_default():
+    text = run("apdu", "--help").output
+    assert "--raw" in text and "default" in text.lower()

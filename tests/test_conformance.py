@@ -82,3 +82,56 @@ def test_conformance_on_a_saved_healthy_card_exits_zero(tmp_path):
     image.save(card(), path)
     res = CliRunner().invoke(main, ["conformance", "--image", str(path)])
     assert res.exit_code == 0, res.output
+
+
+def _t0(c: Card) -> Card:
+    from dataclasses import replace
+    from cardos.nvm import Store
+    t0 = Card(Store(dict(c.store.data)), replace(c.config, t0_get_response=True))
+    t0.power_on()
+    return t0
+
+
+@pytest.mark.parametrize("name", ["default", "sm4-3.00", "ss-1.00"])
+def test_the_whole_suite_passes_on_a_t0_card_following_61xx_as_a_terminal_does(name):
+    out = runner.run(InProcess(_t0(card(name))), prof(name), keys(name), destructive=True)
+    bad = [(o.id, o.message) for o in out if o.status in ("fail", "error")]
+    assert bad == []
+    by_id = {o.id: o for o in out}
+    # The report shows what really crossed the interface: the 61xx and the GET RESPONSE after it.
+    sel = by_id["SEL-02"].exchanges
+    assert any(" 611B " in x for x in sel) and any(x.startswith("00C0") and "GET RESPONSE" in x for x in sel)
+
+
+def test_on_a_t0_card_the_cryptogram_in_get_response_is_masked_in_the_report():
+    out = runner.run(InProcess(_t0(card())), prof(), keys(), only=("AUTH-01",))
+    assert out[0].status == "pass"
+    fetched = [x for x in out[0].exchanges if x.endswith("GET RESPONSE: INTERNAL AUTHENTICATE")]
+    assert fetched and all(x.startswith("00C0") and "cryptogram redacted" in x for x in fetched)
+
+
+def test_raw_answers_are_still_judged_where_the_case_is_about_them():
+    # A card that follows 6Cxx by itself (answers a short Le in full) fails REC-03 even though a
+    # terminal would never notice.
+    class Lenient(InProcess):
+        def transmit_raw(self, apdu):
+            resp = super().transmit_raw(apdu)
+            return super().transmit_raw(apdu[:-1] + bytes([resp[1]])) if resp[0] == 0x6C and len(resp) == 2 else resp
+
+    out = runner.run(Lenient(card()), prof(), keys(), only=("REC-03",))
+    assert out[0].status == "fail" and "expected 6C" in out[0].message
+
+
+def test_cli_conformance_passes_on_a_card_made_with_answers_t0(tmp_path):
+    profile = tmp_path / "t0.yaml"
+    profile.write_text("extends: default\ncos:\n  answers: t0\n", encoding="utf-8")
+    img, keyfile = tmp_path / "card.json", tmp_path / "keys.json"
+    r = CliRunner()
+    assert r.invoke(main, ["keys", "new", str(keyfile), "--demo", "--profile", str(profile)], env=PASS).exit_code == 0
+    made = r.invoke(main, ["image", "new", str(img), "--profile", str(profile), "--keys", str(keyfile)], env=PASS)
+    assert made.exit_code == 0, made.output
+    assert r.invoke(main, ["apdu", "--image", str(img), "--raw", "00A40000023F00"]).output.strip().startswith("61")
+    res = r.invoke(main, ["conformance", "--image", str(img), "--profile", str(profile), "--keys", str(keyfile)],
+                   env=PASS)
+    assert res.exit_code == 0, res.output
+    assert " 0 failed" in res.output

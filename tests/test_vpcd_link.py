@@ -1,9 +1,13 @@
 """The vpcd link against a stand-in vpcd on loopback: framing, controls, partial reads, reconnects."""
 
+import contextlib
 import socket
 import struct
 
-from reader_bridge.vpcd import VpcdLink
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reader_bridge.vpcd import CTRL_ATR, CTRL_OFF, CTRL_ON, CTRL_RESET, VpcdLink
 from tests.ss import card
 
 
@@ -13,6 +17,32 @@ def _listener():
     srv.listen(1)
     srv.settimeout(10)
     return srv, srv.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _linked(c, **settings):
+    """A link serving c to a stand-in vpcd; yields the link, its thread, the listener and a function
+    that accepts the link's next connection."""
+    srv, port = _listener()
+    link = VpcdLink(c, port=port)
+    for name, value in settings.items():
+        setattr(link, name, value)
+    thread = link.start()
+
+    def accept():
+        conn, _ = srv.accept()
+        conn.settimeout(10)
+        return conn
+    try:
+        yield link, thread, accept
+    finally:
+        link.shutdown()
+        srv.close()                     # no stand-in vpcd left: the link's sign-off ends at once
+        thread.join(5)
+
+
+def _frame(payload: bytes) -> bytes:
+    return struct.pack(">H", len(payload)) + payload
 
 
 def _read_frame(conn) -> bytes:
@@ -62,6 +92,72 @@ def test_frames_sent_a_byte_at_a_time_controls_and_a_reconnect():
         again.close()
     finally:
         link.shutdown()
+        srv.close()                     # no stand-in vpcd left: the link's sign-off ends at once
         thread.join(5)
-        srv.close()
     assert not thread.is_alive()
+
+
+@settings(max_examples=60, deadline=None)
+@given(byte=st.integers(0, 255).filter(lambda b: b not in (CTRL_OFF, CTRL_ON, CTRL_RESET, CTRL_ATR)))
+def test_a_one_byte_apdu_that_is_no_control_code_is_answered_6700(byte):
+    # vpcd frames a 1-byte APDU exactly like a control; any other byte than the four codes can
+    # only be an APDU, and vpcd waits for its answer.
+    c = card()
+    link = VpcdLink(c, port=1)
+    assert link.handle(bytes([byte])) == b"\x67\x00"
+    assert link.handle(bytes.fromhex("00A40000023F00"))[-2:] == b"\x90\x00"
+    assert link.apdus == 2
+
+
+def test_over_a_socket_a_one_byte_apdu_gets_its_answer_and_the_link_goes_on():
+    c = card()
+    with _linked(c) as (_, _, accept):
+        conn = accept()
+        conn.sendall(_frame(b"\xA9"))
+        assert _read_frame(conn) == b"\x67\x00"
+        conn.sendall(_frame(bytes.fromhex("00A40000023F00")))
+        assert _read_frame(conn)[-2:] == b"\x90\x00"
+        conn.sendall(_frame(b"\x04"))
+        assert _read_frame(conn) == c.atr
+        conn.close()
+
+
+def test_a_one_byte_apdu_vpcd_took_for_a_control_drops_the_link_instead_of_hanging_the_reader():
+    # vpcd sends the APDU 01 exactly like "power on" and then waits for an answer; a real power-on
+    # is followed at once by "get ATR". The link takes the silence for what it is and reconnects.
+    c = card()
+    with _linked(c, silence_after_control=0.3) as (_, _, accept):
+        conn = accept()
+        conn.sendall(_frame(b"\x01") + _frame(b"\x04"))      # a real power-on: ATR asked at once
+        assert _read_frame(conn) == c.atr
+        conn.sendall(_frame(b"\x01"))                          # the APDU 01: vpcd now only waits
+        assert conn.recv(16) == b""                             # the link hung up on it,
+        probe = accept()                                        # signed off (the slot reads empty)
+        probe.sendall(_frame(b"\x04"))
+        assert probe.recv(16) == b""
+        again = accept()                                        # and came back as a new card
+        again.sendall(_frame(b"\x04"))
+        assert _read_frame(again) == c.atr
+        for s in (again, probe, conn):
+            s.close()
+
+
+def test_on_shutdown_the_link_returns_once_vpcd_has_polled_the_slot_empty():
+    # vpcd takes a new connection only after dropping the old one in a presence poll (slot empty),
+    # and its first word on the new one is the next poll's "get ATR". The link waits for that word
+    # and leaves it unanswered, so that poll finds the slot empty too.
+    c = card()
+    with _linked(c) as (link, thread, accept):
+        conn = accept()
+        conn.sendall(_frame(b"\x04"))
+        assert _read_frame(conn) == c.atr
+        link.shutdown()
+        assert conn.recv(16) == b""                                 # the served link is closed …
+        probe = accept()                                            # … and the link signs off
+        assert thread.is_alive()                                    # still waiting for vpcd's poll
+        probe.sendall(_frame(b"\x04"))
+        assert probe.recv(16) == b""                                # no ATR: the slot reads empty
+        thread.join(10)
+        assert not thread.is_alive()
+        probe.close()
+        conn.close()
