@@ -37,12 +37,16 @@ def _profile(name: str | None):
         _fail(f"profile: {e}")
 
 
-def _keys(path: str | None, required: bool = True):
+def _keys(path: str | None, required: bool = True, profile=None):
+    """The issuer keys --keys names: a key file, or a PKCS#11 token URI (checked against the profile)."""
     from personalize.keys import PASSPHRASE_ENV, KeyFileError, load_key_file
     if path is None:
         if required:
-            _fail("this operation needs the issuer key file: --keys FILE")
+            _fail("this operation needs the issuer keys: --keys FILE or --keys pkcs11:token=LABEL")
         return None
+    from terminal.uri import is_uri
+    if is_uri(path):
+        return _hsm_keys(path, profile)
     passphrase = os.environ.get(PASSPHRASE_ENV)
     if passphrase is None:
         passphrase = click.prompt(f"passphrase of {path}", hide_input=True, err=True)
@@ -50,6 +54,41 @@ def _keys(path: str | None, required: bool = True):
         return load_key_file(path, passphrase)
     except KeyFileError as e:
         _fail(str(e))
+
+
+def _pkcs11_module() -> str | None:
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root() if ctx else None
+    return root.params.get("pkcs11_module") if root else None
+
+
+def _token_pin(label: str) -> str:
+    from terminal.uri import PIN_ENV
+    return os.environ.get(PIN_ENV) or click.prompt(f"PIN of token {label}", hide_input=True, err=True)
+
+
+def _pkcs11():
+    try:
+        from terminal import pkcs11
+    except ImportError:
+        _fail("PKCS#11 keys need the PyKCS11 package (pip install 'sscard[hsm]')")
+    return pkcs11
+
+
+def _hsm_keys(uri: str, profile=None):
+    """Open the token a PKCS#11 URI names; with a profile, refuse at once what it cannot do (SM4, keys)."""
+    from personalize.virtual import master_names
+    from terminal.uri import Pkcs11Error, parse_uri
+    Pkcs11Keys = _pkcs11().Pkcs11Keys
+    try:
+        provider = Pkcs11Keys.open(uri, _pkcs11_module(), _token_pin(parse_uri(uri).token))
+        if profile is not None:
+            algorithms = {profile.algorithm, profile.config.key_algorithm} | \
+                         {k.algorithm for _, df in profile.walk() for k in df.keys if k.algorithm}
+            provider.require(master_names(profile), algorithms, profile.name)
+    except Pkcs11Error as e:
+        _fail(str(e))
+    return provider
 
 
 @contextlib.contextmanager
@@ -118,7 +157,9 @@ def _exchanges(log, as_json: bool) -> None:
 
 @click.group()
 @click.version_option(package_name="sscard")
-def main() -> None:
+@click.option("--pkcs11-module", type=click.Path(dir_okay=False),
+              help="PKCS#11 library for --keys pkcs11:… (default: $SSCARD_PKCS11_MODULE, else SoftHSM2's).")
+def main(pkcs11_module: str | None) -> None:
     """sscard: simulate, personalize and test Chinese social security cards."""
 
 
@@ -164,7 +205,7 @@ def image_new(path: str, profile: str | None, keys_path: str | None, blank: bool
         card_image.save(card, path)
         click.echo(f"{path}: blank {prof.name} chip, {card.fs.used()} of {card.config.capacity} bytes used")
         return
-    keys = _keys(keys_path, required=False) or virtual.demo_issuer_keys(prof)
+    keys = _keys(keys_path, required=False, profile=prof) or virtual.demo_issuer_keys(prof)
     try:
         card = virtual.make(prof, holder, keys, chip)
         if activate:
@@ -266,12 +307,48 @@ def _ref(name):
 
 
 @keys.command("list")
-@click.argument("path", type=click.Path(dir_okay=False))
-def keys_list(path: str) -> None:
-    """The names, algorithms and versions in a key file (never the values)."""
-    provider = _keys(path)
+@click.argument("path", type=click.Path(dir_okay=False), required=False)
+@click.option("--token", help="List the issuer keys in this PKCS#11 token instead (by label).")
+def keys_list(path: str | None, token: str | None) -> None:
+    """The names, algorithms and versions in a key file or an HSM token (never the values)."""
+    if bool(path) == bool(token):
+        _fail("name a key file or --token LABEL, not both")
+    provider = _keys(path or _token_uri(token))
     for n in provider.names():
-        click.echo(f"{n:14} {provider.algorithm(_ref(n)).value:5} version {provider.version(n)}")
+        extra = ""
+        if token:
+            extra = "  extractable (loaded in clear by design)" if provider.describe_one(n).extractable \
+                else "  non-extractable"
+        click.echo(f"{n:14} {provider.algorithm(_ref(n)).value:5} version {provider.version(n)}{extra}")
+
+
+def _token_uri(label: str) -> str:
+    from urllib.parse import quote
+    return f"pkcs11:token={quote(label, safe='')}"
+
+
+@keys.command("import-hsm")
+@click.argument("path", type=click.Path(dir_okay=False, exists=True))
+@click.option("--token", required=True, help="Label of the PKCS#11 token to load the keys into.")
+def keys_import_hsm(path: str, token: str) -> None:
+    """Load a key file's master keys into an HSM token as sensitive, non-extractable objects.
+
+    The transport key is the one exception: initialization loads it into each fresh DF in clear
+    (plain 80 D4), so it is imported extractable; every other master key never leaves the token.
+    """
+    from personalize.compile import TRANSPORT_KEY
+    from terminal.uri import Pkcs11Error
+    software = _keys(path)
+    masters = {n: (software.algorithm(_ref(n)), software.value_for_plain_load(_ref(n)), software.version(n))
+               for n in software.names()}
+    try:
+        names = _pkcs11().import_keys(_token_uri(token), masters, {TRANSPORT_KEY}, _pkcs11_module(), _token_pin(token))
+    except Pkcs11Error as e:
+        _fail(str(e))
+    finally:
+        masters.clear()
+    click.echo(f"token {token}: {len(names)} master keys imported "
+               f"({TRANSPORT_KEY} extractable for plain loading, the rest non-extractable)")
 
 
 # ---- talking to a card ---------------------------------------------------------------------------
@@ -321,7 +398,7 @@ def read(image_path, reader, profile, keys_path, as_json) -> None:
     """Read and decode the card and holder data, as a terminal does."""
     from personalize.readout import ReadError, read_card
     prof = _profile(profile)
-    provider = _keys(keys_path, required=False)
+    provider = _keys(keys_path, required=False, profile=prof)
     with _card_transport(image_path, reader) as t:
         try:
             r = read_card(t, prof, provider)
@@ -366,7 +443,8 @@ def _life_command(op: str, help_text: str):
     def command(image_path, reader, keys_path, profile, account, reason, as_json):
         from personalize import lifecycle
         from personalize.script import ScriptError
-        prof, provider = _profile(profile), _keys(keys_path)
+        prof = _profile(profile)
+        provider = _keys(keys_path, profile=prof)
         with _card_transport(image_path, reader) as t:
             try:
                 script = lifecycle.life_script(op, prof, t.atr()[-8:], account, reason)
@@ -399,7 +477,7 @@ def pin(op, image_path, reader, keys_path, profile, account, as_json):
     from personalize import lifecycle
     from personalize.script import ScriptError
     prof = _profile(profile)
-    provider = _keys(keys_path, required=op != "change")
+    provider = _keys(keys_path, required=op != "change", profile=prof)
     old = click.prompt("current PIN", hide_input=True, err=True) if op == "change" else ""
     new = click.prompt("new PIN", hide_input=True, confirmation_prompt=True, err=True) if op != "unblock" else ""
     if new and (not new.isdigit() or not 4 <= len(new) <= 12):
@@ -429,7 +507,8 @@ def perso_init(image_path, reader, profile, keys_path, no_erase, as_json):
     """Initialization: lay the profile's files, key files and transport keys on a blank card."""
     from personalize.compile import init_script
     from personalize.script import ScriptError, run
-    prof, provider = _profile(profile), _keys(keys_path)
+    prof = _profile(profile)
+    provider = _keys(keys_path, profile=prof)
     with _card_transport(image_path, reader) as t:
         try:
             log = run(t.transmit, init_script(prof, erase=not no_erase), provider)
@@ -490,7 +569,8 @@ def perso_run(profile, csv_path, keys_path, readers, out_dir, journal, audit_pat
               max_failures, card_timeout, as_json):
     """Personalize a batch: each valid cardholder of the file onto a card, journaled and audited."""
     from personalize import batch, cardholders
-    prof, provider = _profile(profile), _keys(keys_path)
+    prof = _profile(profile)
+    provider = _keys(keys_path, profile=prof)
     if bool(out_dir) == bool(readers):
         _fail("give --out-dir DIR (card images) or --reader NAME (PC/SC), not both")
     base = Path(out_dir) if out_dir else Path(".")
@@ -592,7 +672,7 @@ def conformance(image_path, reader, profile, keys_path, destructive, only, junit
     from conformance import runner
     from reader_bridge.transport import InProcess
     prof = _profile(profile)
-    provider = _keys(keys_path, required=False)
+    provider = _keys(keys_path, required=False, profile=prof)
     if bool(image_path) == bool(reader):
         _fail("name the card with exactly one of --image FILE or --reader NAME")
     if image_path:

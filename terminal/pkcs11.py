@@ -15,77 +15,21 @@ import contextlib
 import os
 import threading
 from dataclasses import dataclass
-from urllib.parse import unquote
 
 import PyKCS11
-from PyKCS11 import LowLevel as LL
-
 from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
+from PyKCS11 import LowLevel as LL
 
 from cardos.crypto import Algorithm, envelope, pad80
 from personalize.keys import KeyRef, UnknownKey
 
-MODULE_ENV = "SSCARD_PKCS11_MODULE"
-PIN_ENV = "SSCARD_PKCS11_PIN"
-DEFAULT_MODULE = "/usr/lib/softhsm/libsofthsm2.so"
-URI_SCHEME = "pkcs11:"
+from .uri import PIN_ENV, Pkcs11Error, Uri, module_path, parse_uri
+
 # The single-DES half K1 of an undiversified master, for its retail MAC (stored as K1 ‖ K1).
 HALF_SUFFIX = ".K1"
 # No PKCS#11 version up to 3.1 defines SM4: modules that have it use a vendor-defined mechanism.
 SM4_MECHANISM = "CKM_SM4_ECB"
 TDES_MECHANISMS = ("CKM_DES3_ECB", "CKM_DES3_CBC", "CKM_DES3_ECB_ENCRYPT_DATA")
-
-
-class Pkcs11Error(RuntimeError):
-    """The token or its module cannot do what was asked; one line, never a key value or PIN."""
-
-
-def is_uri(text: str | None) -> bool:
-    return bool(text) and text.startswith(URI_SCHEME)
-
-
-@dataclass(frozen=True)
-class Uri:
-    """The parts of an RFC 7512 URI this module uses: the token, one object, the module path."""
-
-    token: str
-    object: str | None = None
-    serial: str | None = None
-    module_path: str | None = None
-
-
-_PATH_ATTRS = {"token", "object", "serial", "type", "id", "manufacturer", "model", "library-manufacturer",
-               "library-description", "library-version", "slot-description", "slot-manufacturer", "slot-id"}
-
-
-def parse_uri(text: str) -> Uri:
-    """Read `pkcs11:token=…;object=…[?module-path=…]`; a PIN in the URI is refused."""
-    if not is_uri(text):
-        raise Pkcs11Error(f"{text!r}: a PKCS#11 URI starts with {URI_SCHEME}")
-    body = text[len(URI_SCHEME):]
-    path, _, query = body.partition("?")
-    attrs: dict[str, str] = {}
-    for part in filter(None, path.split(";")):
-        name, eq, value = part.partition("=")
-        if not eq or name not in _PATH_ATTRS:
-            raise Pkcs11Error(f"PKCS#11 URI: unknown path attribute {name!r}")
-        attrs[name] = unquote(value)
-    for part in filter(None, query.split("&")):
-        name, _, value = part.partition("=")
-        if name in ("pin-value", "pin-source"):
-            raise Pkcs11Error(f"PKCS#11 URI: {name} is refused; the PIN comes from {PIN_ENV} or the prompt")
-        if name == "module-path":
-            attrs["module-path"] = unquote(value)
-    if attrs.get("type", "secret-key") != "secret-key":
-        raise Pkcs11Error("PKCS#11 URI: issuer keys are secret keys (type=secret-key)")
-    if "token" not in attrs:
-        raise Pkcs11Error("PKCS#11 URI: name the token (token=LABEL)")
-    return Uri(attrs["token"], attrs.get("object"), attrs.get("serial"), attrs.get("module-path"))
-
-
-def module_path(option: str | None = None, uri: Uri | None = None) -> str:
-    """The PKCS#11 library: the option, else the URI's module-path, else the environment, else SoftHSM2."""
-    return option or (uri.module_path if uri else None) or os.environ.get(MODULE_ENV) or DEFAULT_MODULE
 
 
 # ---- opening a token ----------------------------------------------------------------------------
@@ -116,7 +60,7 @@ def open_session(uri: Uri, path: str, pin: str):
         except PyKCS11.PyKCS11Error as e:
             if e.value != LL.CKR_USER_ALREADY_LOGGED_IN:
                 raise Pkcs11Error(f"token {uri.token}: login refused ({_rv(e)})") from None
-        mechanisms = set(lib.getMechanismList(slot))
+        mechanisms = {m if isinstance(m, str) else PyKCS11.CKM.get(m, hex(m)) for m in lib.getMechanismList(slot)}
         return lib, session, mechanisms
     raise Pkcs11Error(f"PKCS#11 module {path}: no token labelled {uri.token!r}")
 
@@ -196,7 +140,7 @@ class Pkcs11Keys:
         uri = parse_uri(text)
         path = module_path(module, uri)
         _, session, mechanisms = open_session(uri, path, _pin(pin))
-        return cls(session, {PyKCS11.CKM.get(m, str(m)) for m in mechanisms}, uri, path)
+        return cls(session, mechanisms, uri, path)
 
     def _find(self) -> tuple[dict[str, KeyObject], dict[str, object]]:
         keys, halves = {}, {}
@@ -214,8 +158,8 @@ class Pkcs11Keys:
     def names(self) -> list[str]:
         return sorted(self._keys)
 
-    def describe(self) -> list[KeyObject]:
-        return [self._keys[n] for n in self.names()]
+    def describe_one(self, name: str) -> KeyObject:
+        return self._master(name)
 
     def require(self, names: list[str], algorithms: set[Algorithm], profile_name: str) -> None:
         """Refuse, before any card, a profile whose mechanisms or keys the token lacks."""
@@ -404,11 +348,10 @@ def import_keys(text: str, masters: dict[str, tuple[Algorithm, bytes, int]], ext
     uri = parse_uri(text)
     path = module_path(module, uri)
     _, session, mechanisms = open_session(uri, path, _pin(pin))
-    names = {PyKCS11.CKM.get(m, str(m)) for m in mechanisms}
     try:
-        existing = Pkcs11Keys(session, names, Uri(uri.token, None, uri.serial), path)
+        existing = Pkcs11Keys(session, mechanisms, Uri(uri.token, None, uri.serial), path)
         for name, (alg, _, _) in sorted(masters.items()):
-            if alg is Algorithm.SM4 and SM4_MECHANISM not in names:
+            if alg is Algorithm.SM4 and SM4_MECHANISM not in mechanisms:
                 raise Pkcs11Error(f"PKCS#11 module {path} has no {SM4_MECHANISM} mechanism: {name} is an SM4 key")
             if name in existing.names() or name in existing._halves:
                 raise Pkcs11Error(f"token {uri.token} already holds a key named {name!r}")
