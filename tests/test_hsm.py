@@ -1,0 +1,211 @@
+"""Issuer keys in an HSM: the PKCS#11 security module against a throwaway SoftHSM2 token."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cardos import image
+from personalize import cardholders
+from personalize.compile import TRANSPORT_KEY
+from personalize.keys import KeyRef, save_key_file
+from terminal.uri import Pkcs11Error, parse_uri
+from tests.ss import keys
+
+ROOT = Path(__file__).resolve().parent.parent
+PASS = "hsm test passphrase"
+PIN, SO_PIN, LABEL = "735910", "8642097531", "sscard test"
+URI = "pkcs11:token=sscard%20test"
+
+
+# ---- URIs (no token needed) ------------------------------------------------------------------
+
+def test_uri_names_token_object_and_module():
+    u = parse_uri("pkcs11:token=Bureau%20HSM;object=MK_SSSE;type=secret-key?module-path=/opt/hsm.so")
+    assert (u.token, u.object, u.module_path) == ("Bureau HSM", "MK_SSSE", "/opt/hsm.so")
+
+
+@pytest.mark.parametrize("uri, says", [
+    ("pkcs11:object=MK", "name the token"),
+    ("pkcs11:token=t?pin-value=1234", "pin-value is refused"),
+    ("pkcs11:token=t?pin-source=file:/pin", "pin-source is refused"),
+    ("pkcs11:token=t;colour=red", "unknown path attribute 'colour'"),
+    ("pkcs11:token=t;type=private", "secret keys"),
+    ("keys.json", "starts with pkcs11:"),
+])
+def test_bad_uris_are_refused_with_the_reason(uri, says):
+    with pytest.raises(Pkcs11Error, match=says):
+        parse_uri(uri)
+
+
+# ---- a throwaway token ------------------------------------------------------------------------
+
+def _run(env, *args, input=None):
+    return subprocess.run([sys.executable, "-c", "import sys; from cli import main; sys.exit(main())", *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, input=input)
+
+
+@pytest.fixture(scope="module")
+def hsm(tmp_path_factory):
+    """A SoftHSM2 token in a temp dir holding the demo issuer keys, imported with `sscard keys import-hsm`."""
+    if not shutil.which("softhsm2-util"):
+        pytest.fail("softhsm2 is not installed (scripts/setup.sh installs it)", pytrace=False)
+    d = tmp_path_factory.mktemp("softhsm")
+    (d / "tokens").mkdir()
+    conf = d / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {d / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    env = dict(os.environ, SOFTHSM2_CONF=str(conf), SSCARD_PKCS11_PIN=PIN, SSCARD_KEYS_PASSPHRASE=PASS)
+    os.environ["SOFTHSM2_CONF"] = str(conf)      # this process loads the module too
+    for label in (LABEL, "spare"):
+        subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", label, "--pin", PIN,
+                        "--so-pin", SO_PIN], env=env, check=True, capture_output=True)
+    provider = keys()
+    keyfile = d / "keys.json"
+    save_key_file(keyfile, {n: (provider.algorithm(KeyRef(n)), provider.value_for_plain_load(KeyRef(n)), 1)
+                            for n in provider.names()}, PASS)
+    r = _run(env, "keys", "import-hsm", str(keyfile), "--token", LABEL)
+    assert r.returncode == 0, r.stderr
+    return {"env": env, "keyfile": str(keyfile), "dir": d}
+
+
+@pytest.fixture(scope="module")
+def token(hsm):
+    from terminal.pkcs11 import Pkcs11Keys
+    provider = Pkcs11Keys.open(URI, pin=PIN)
+    yield provider
+    provider.close()
+
+
+def _masters():
+    k = keys()
+    return {n: k.value_for_plain_load(KeyRef(n)) for n in k.names()}
+
+
+# ---- the module computes what the key file computes ---------------------------------------------
+
+names = st.sampled_from(sorted(keys().names()))
+factors = st.none() | st.binary(min_size=8, max_size=8)
+
+
+@pytest.mark.hsm
+@settings(max_examples=40, deadline=None)
+@given(name=names, factor=factors, under=names, target=names, challenge=st.binary(min_size=8, max_size=8),
+       data=st.binary(max_size=40), process=st.binary(min_size=8, max_size=8), tfactor=st.binary(min_size=8, max_size=8))
+def test_every_operation_equals_the_key_file(token, name, factor, under, target, challenge, data, process, tfactor):
+    soft, ref = keys(), KeyRef(name, factor)
+    assert token.algorithm(ref) == soft.algorithm(ref)
+    assert token.version(name) == soft.version(name)
+    assert token.encrypt(ref, challenge) == soft.encrypt(ref, challenge)
+    assert token.mac(ref, challenge, data) == soft.mac(ref, challenge, data)
+    assert token.seal(ref, data) == soft.seal(ref, data)
+    assert token.session_encrypt(ref, process, challenge) == soft.session_encrypt(ref, process, challenge)
+    prefix, t = data[:5], KeyRef(target, tfactor)
+    assert token.seal_key_record(KeyRef(under, factor), prefix, t) == soft.seal_key_record(KeyRef(under, factor), prefix, t)
+    assert token.value_for_plain_load(t) == soft.value_for_plain_load(t)
+
+
+@pytest.mark.hsm
+def test_master_keys_are_sensitive_and_only_the_transport_key_extractable(token):
+    from PyKCS11 import LowLevel as LL
+    s = token._session
+    seen = {}
+    for h in s.findObjects([(LL.CKA_CLASS, LL.CKO_SECRET_KEY), (LL.CKA_TOKEN, True)]):
+        label, extractable, sensitive = s.getAttributeValue(h, [LL.CKA_LABEL, LL.CKA_EXTRACTABLE, LL.CKA_SENSITIVE])
+        seen[label.strip()] = (bool(extractable), bool(sensitive))
+        template = LL.ckattrlist(1)
+        template[0].SetType(LL.CKA_VALUE)
+        assert s.lib.C_GetAttributeValue(s.session, h, template) == LL.CKR_ATTRIBUTE_SENSITIVE
+    masters = set(keys().names())
+    assert masters <= set(seen)
+    assert {n for n, (x, _) in seen.items() if x} == {TRANSPORT_KEY}
+    assert all(sens for _, sens in seen.values())
+
+
+@pytest.mark.hsm
+def test_an_undiversified_non_extractable_key_is_never_given_out_in_clear(token):
+    with pytest.raises(Pkcs11Error, match="MK_SSSE is non-extractable"):
+        token.value_for_plain_load(KeyRef("MK_SSSE"))
+
+
+@pytest.mark.hsm
+def test_keys_list_token_names_keys_never_values(hsm):
+    r = _run(hsm["env"], "keys", "list", "--token", LABEL)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == sorted(keys().names())
+    assert "TRANSPORT      3des  version 1  extractable" in r.stdout
+    for value in _masters().values():
+        assert value.hex() not in r.stdout.lower()
+
+
+@pytest.mark.hsm
+def test_import_refuses_a_token_that_has_the_keys_already_and_writes_nothing(hsm):
+    r = _run(hsm["env"], "keys", "import-hsm", hsm["keyfile"], "--token", LABEL)
+    assert r.returncode != 0
+    assert r.stderr.strip().splitlines() == ["Error: token sscard test already holds a key named 'DK_CIVIL'"]
+
+
+@pytest.mark.hsm
+def test_a_wrong_pin_is_one_line(hsm):
+    r = _run(dict(hsm["env"], SSCARD_PKCS11_PIN="000000"), "keys", "list", "--token", "spare")
+    assert r.returncode != 0
+    assert r.stderr.strip().splitlines() == ["Error: token spare: login refused (CKR_PIN_INCORRECT)"]
+    assert "000000" not in r.stderr
+
+
+@pytest.mark.hsm
+def test_an_sm4_profile_is_refused_at_start_naming_the_mechanism(hsm, tmp_path):
+    csv_path = tmp_path / "holders.csv"
+    cardholders.write_csv(str(csv_path), cardholders.generate(3, seed=2))
+    out = tmp_path / "cards"
+    r = _run(hsm["env"], "perso", "run", "--profile", "sm4-3.00", "--cardholders", str(csv_path),
+             "--keys", URI, "--out-dir", str(out))
+    assert r.returncode != 0
+    assert r.stderr.strip().splitlines() == [
+        "Error: PKCS#11 module /usr/lib/softhsm/libsofthsm2.so has no CKM_SM4_ECB mechanism: "
+        "profile ss-3.00-sm4 needs SM4 keys"]
+    assert not out.exists()                  # refused before any card, journal or folder
+
+
+@pytest.mark.hsm
+def test_a_token_missing_a_profile_key_is_refused_at_start(hsm, tmp_path):
+    csv_path = tmp_path / "holders.csv"
+    cardholders.write_csv(str(csv_path), cardholders.generate(2, seed=2))
+    r = _run(hsm["env"], "perso", "run", "--cardholders", str(csv_path), "--keys", "pkcs11:token=spare",
+             "--out-dir", str(tmp_path / "cards"))
+    assert r.returncode != 0
+    assert "token spare has no key named 'DK_CIVIL'" in r.stderr
+    assert not (tmp_path / "cards").exists()
+
+
+# ---- a whole batch ------------------------------------------------------------------------------
+
+def _content(path: Path) -> dict:
+    """What a card holds (its store and COS settings), whatever else an image file may record."""
+    doc = image.to_document(image.load(path))
+    return {k: doc[k] for k in ("config", "eeprom_used", "entries", "commit_buffer")}
+
+
+@pytest.mark.hsm
+def test_a_batch_with_the_hsm_makes_the_cards_the_key_file_makes(hsm, tmp_path):
+    csv_path = tmp_path / "holders.csv"
+    cardholders.write_csv(str(csv_path), cardholders.generate(12, seed=7))
+    made = {}
+    for name, keys_arg in (("file", hsm["keyfile"]), ("hsm", URI)):
+        r = _run(hsm["env"], "perso", "run", "--cardholders", str(csv_path), "--keys", keys_arg,
+                 "--out-dir", str(tmp_path / name), "--json")
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["done"] == 12
+        made[name] = sorted((tmp_path / name).glob("*.json"))
+    assert [p.name for p in made["file"]] == [p.name for p in made["hsm"]] and len(made["hsm"]) == 12
+    for a, b in zip(made["file"], made["hsm"]):
+        assert _content(a) == _content(b), a.name
+    audit = (tmp_path / "hsm" / "perso-audit.jsonl").read_text()
+    for value in _masters().values():
+        assert value.hex() not in audit.lower() and value.hex().upper() not in audit
