@@ -209,3 +209,67 @@ def test_a_batch_with_the_hsm_makes_the_cards_the_key_file_makes(hsm, tmp_path):
     audit = (tmp_path / "hsm" / "perso-audit.jsonl").read_text()
     for value in _masters().values():
         assert value.hex() not in audit.lower() and value.hex().upper() not in audit
+
+
+# ---- no master key in the memory of a batch run -------------------------------------------------
+
+# FACTORY is FF…FF, published by the chip vendor and found in any process's constant data;
+# TRANSPORT is loaded into every fresh DF in clear (plain 80 D4), so the host must hold it (README).
+IN_CLEAR_BY_DESIGN = {"FACTORY", TRANSPORT_KEY}
+
+
+def _memory_hits(pid: int, needles: dict[str, bytes]) -> dict[str, set[str]]:
+    """Which needles occur in which mappings of a process (every readable one: Python's heap and the
+    PKCS#11 library's share the same malloc arenas, so no region is left out)."""
+    hits: dict[str, set[str]] = {}
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            fields = line.split()
+            if "r" not in fields[1]:
+                continue
+            lo, hi = (int(x, 16) for x in fields[0].split("-"))
+            try:
+                mem.seek(lo)
+                blob = mem.read(hi - lo)
+            except OSError:                         # [vvar] and the like cannot be read
+                continue
+            for name, needle in needles.items():
+                if needle in blob:
+                    hits.setdefault(name, set()).add(fields[5] if len(fields) > 5 else "anonymous")
+    return hits
+
+
+def _paused_batch_memory(hsm, tmp_path, keys_arg: str) -> dict[str, set[str]]:
+    csv_path = tmp_path / "holders.csv"
+    cardholders.write_csv(str(csv_path), cardholders.generate(6, seed=11))
+    out = tmp_path / "cards"
+    out.mkdir()
+    # Each master whole and each of its halves (the retail MAC's K1 is a half).
+    needles = {f"{n} {part}": v for n, value in _masters().items() if n not in IN_CLEAR_BY_DESIGN
+               for part, v in (("whole", value), ("K1", value[:8]), ("K2", value[8:]))}
+    child = subprocess.Popen([sys.executable, "-m", "tests.hsm_child", keys_arg, str(csv_path), str(out)],
+                             cwd=ROOT, env=hsm["env"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "paused"
+        hits = _memory_hits(child.pid, needles)
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == "done 6"
+    finally:
+        child.stdin.close()
+        child.wait(timeout=60)
+    return hits
+
+
+@pytest.mark.hsm
+def test_no_master_key_is_in_the_memory_of_a_batch_run_with_the_hsm(hsm, tmp_path):
+    hits = _paused_batch_memory(hsm, tmp_path, URI)
+    assert hits == {}, f"master key bytes found in: {hits}"
+
+
+@pytest.mark.hsm
+def test_the_memory_search_finds_the_masters_of_a_key_file_run(hsm, tmp_path):
+    # The same search over a run with the key file: every master is there, so the search works.
+    hits = _paused_batch_memory(hsm, tmp_path, hsm["keyfile"])
+    masters = {n for n in _masters() if n not in IN_CLEAR_BY_DESIGN}
+    assert {h.split()[0] for h in hits if h.endswith("whole")} == masters
