@@ -38,8 +38,9 @@ def _load(path: str) -> PyKCS11.PyKCS11Lib:
     lib = PyKCS11.PyKCS11Lib()
     try:
         lib.load(path)
-    except PyKCS11.PyKCS11Error as e:
-        raise Pkcs11Error(f"PKCS#11 module {path}: cannot load it ({_rv(e)})") from None
+    except PyKCS11.PyKCS11Error:
+        why = "no such file" if not os.path.exists(path) else "not a PKCS#11 library, or its C_Initialize failed"
+        raise Pkcs11Error(f"PKCS#11 module {path}: cannot load it ({why})") from None
     return lib
 
 

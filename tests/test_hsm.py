@@ -273,3 +273,27 @@ def test_the_memory_search_finds_the_masters_of_a_key_file_run(hsm, tmp_path):
     hits = _paused_batch_memory(hsm, tmp_path, hsm["keyfile"])
     masters = {n for n in _masters() if n not in IN_CLEAR_BY_DESIGN}
     assert {h.split()[0] for h in hits if h.endswith("whole")} == masters
+
+
+# ---- where the module and the PIN come from ------------------------------------------------------
+
+@pytest.mark.hsm
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_the_module_comes_from_the_option_or_the_environment(hsm, how):
+    env, args = dict(hsm["env"]), ["keys", "list", "--token", LABEL]
+    if how == "option":
+        args = ["--pkcs11-module", "/nonexistent/libhsm.so"] + args
+    else:
+        env["SSCARD_PKCS11_MODULE"] = "/nonexistent/libhsm.so"
+    r = _run(env, *args)
+    assert r.returncode != 0
+    assert r.stderr.strip().splitlines() == [
+        "Error: PKCS#11 module /nonexistent/libhsm.so: cannot load it (no such file)"]
+
+
+@pytest.mark.hsm
+def test_the_pin_is_prompted_when_the_environment_has_none(hsm):
+    env = {k: v for k, v in hsm["env"].items() if k != "SSCARD_PKCS11_PIN"}
+    r = _run(env, "keys", "list", "--token", LABEL, input=PIN + "\n")
+    assert r.returncode == 0, r.stderr
+    assert "PIN of token sscard test" in r.stderr and PIN not in r.stderr + r.stdout
