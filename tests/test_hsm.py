@@ -297,3 +297,27 @@ def test_the_pin_is_prompted_when_the_environment_has_none(hsm):
     r = _run(env, "keys", "list", "--token", LABEL, input=PIN + "\n")
     assert r.returncode == 0, r.stderr
     assert "PIN of token sscard test" in r.stderr and PIN not in r.stderr + r.stdout
+
+
+@pytest.mark.hsm
+def test_reader_workers_can_share_one_token_session(token):
+    # One worker thread per reader calls the same provider; its calls must not interleave.
+    import threading
+    soft, results, errors = keys(), {}, []
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(30):
+                ref = KeyRef(sorted(soft.names())[(n + i) % 5], bytes([n, i]) * 4)
+                data = bytes([i]) * (i % 17)
+                results[(n, i)] = (token.mac(ref, bytes(8), data) == soft.mac(ref, bytes(8), data),
+                                   token.seal_key_record(ref, b"\x01" * 5, ref) == soft.seal_key_record(ref, b"\x01" * 5, ref))
+        except Exception as e:                    # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(results) == 120 and all(all(r) for r in results.values())
