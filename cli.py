@@ -77,15 +77,12 @@ def _pkcs11():
 
 def _hsm_keys(uri: str, profile=None):
     """Open the token a PKCS#11 URI names; with a profile, refuse at once what it cannot do (SM4, keys)."""
-    from personalize.virtual import master_names
     from terminal.uri import Pkcs11Error, parse_uri
     Pkcs11Keys = _pkcs11().Pkcs11Keys
     try:
         provider = Pkcs11Keys.open(uri, _pkcs11_module(), _token_pin(parse_uri(uri).token))
         if profile is not None:
-            algorithms = {profile.algorithm, profile.config.key_algorithm} | \
-                         {k.algorithm for _, df in profile.walk() for k in df.keys if k.algorithm}
-            provider.require(master_names(profile), algorithms, profile.name)
+            provider.require_profile(profile)
     except Pkcs11Error as e:
         _fail(str(e))
     return provider

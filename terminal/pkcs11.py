@@ -97,10 +97,10 @@ def _parse_id(raw) -> tuple[Algorithm, int] | None:
         return None
 
 
-def _key_template(name: str, alg: Algorithm, version: int, extractable: bool) -> list:
+def _key_template(name: str, alg: Algorithm, version: int, extractable: bool, derive: bool = True) -> list:
     return [(LL.CKA_CLASS, LL.CKO_SECRET_KEY), (LL.CKA_KEY_TYPE, LL.CKK_DES2), (LL.CKA_TOKEN, True),
             (LL.CKA_PRIVATE, True), (LL.CKA_SENSITIVE, True), (LL.CKA_EXTRACTABLE, extractable),
-            (LL.CKA_ENCRYPT, True), (LL.CKA_DECRYPT, False), (LL.CKA_DERIVE, True), (LL.CKA_WRAP, False),
+            (LL.CKA_ENCRYPT, True), (LL.CKA_DECRYPT, False), (LL.CKA_DERIVE, derive), (LL.CKA_WRAP, False),
             (LL.CKA_UNWRAP, False), (LL.CKA_SIGN, False), (LL.CKA_VERIFY, False),
             (LL.CKA_LABEL, name), (LL.CKA_ID, _key_id(alg, version))]
 
@@ -110,10 +110,10 @@ def _as_des2(alg: Algorithm, value: bytes) -> bytes:
     return value * 2 if alg is Algorithm.DES else value
 
 
-def _session_template(derive: bool = True) -> list:
+def _session_template() -> list:
     return [(LL.CKA_CLASS, LL.CKO_SECRET_KEY), (LL.CKA_KEY_TYPE, LL.CKK_DES2), (LL.CKA_TOKEN, False),
             (LL.CKA_SENSITIVE, True), (LL.CKA_EXTRACTABLE, False), (LL.CKA_ENCRYPT, True),
-            (LL.CKA_DERIVE, derive)]
+            (LL.CKA_DERIVE, True)]
 
 
 def _inverse(factor: bytes) -> bytes:
@@ -161,6 +161,17 @@ class Pkcs11Keys:
 
     def describe_one(self, name: str) -> KeyObject:
         return self._master(name)
+
+    def holds(self, name: str) -> bool:
+        """Whether the token has an object of this name (a master or its K1 companion)."""
+        return name in self._keys or name in self._halves
+
+    def require_profile(self, profile) -> None:
+        """Refuse, before any card, a profile this token cannot serve (see require)."""
+        from personalize.virtual import master_names
+        algorithms = {profile.algorithm, profile.config.key_algorithm} | \
+                     {k.algorithm for _, df in profile.walk() for k in df.keys if k.algorithm}
+        self.require(master_names(profile), algorithms, profile.name)
 
     def require(self, names: list[str], algorithms: set[Algorithm], profile_name: str) -> None:
         """Refuse, before any card, a profile whose mechanisms or keys the token lacks."""
@@ -349,21 +360,28 @@ def import_keys(text: str, masters: dict[str, tuple[Algorithm, bytes, int]], ext
     uri = parse_uri(text)
     path = module_path(module, uri)
     _, session, mechanisms = open_session(uri, path, _pin(pin))
+    created: list = []
     try:
         existing = Pkcs11Keys(session, mechanisms, Uri(uri.token, None, uri.serial), path)
-        for name, (alg, _, _) in sorted(masters.items()):
+        for name, (alg, value, _) in sorted(masters.items()):
             if alg is Algorithm.SM4 and SM4_MECHANISM not in mechanisms:
                 raise Pkcs11Error(f"PKCS#11 module {path} has no {SM4_MECHANISM} mechanism: {name} is an SM4 key")
-            if name in existing.names() or name in existing._halves:
+            if len(value) != alg.key_length:
+                raise Pkcs11Error(f"{name}: a {alg.value} key is {alg.key_length} bytes, not {len(value)}")
+            if existing.holds(name):
                 raise Pkcs11Error(f"token {uri.token} already holds a key named {name!r}")
         for name, (alg, value, version) in sorted(masters.items()):
-            session.createObject(_key_template(name, alg, version, name in extractable)
-                                 + [(LL.CKA_VALUE, _as_des2(alg, value))])
+            created.append(session.createObject(_key_template(name, alg, version, name in extractable)
+                                                + [(LL.CKA_VALUE, _as_des2(alg, value))]))
             if alg is Algorithm.TDES:
-                half = _key_template(name + HALF_SUFFIX, alg, version, False)
-                session.createObject([a for a in half if a[0] != LL.CKA_DERIVE] + [(LL.CKA_DERIVE, False)]
-                                     + [(LL.CKA_VALUE, value[:8] * 2)])
+                created.append(session.createObject(_key_template(name + HALF_SUFFIX, alg, version, False, False)
+                                                    + [(LL.CKA_VALUE, value[:8] * 2)]))
+        created.clear()
         return sorted(masters)
+    except PyKCS11.PyKCS11Error as e:
+        raise Pkcs11Error(f"token {uri.token}: import failed ({_rv(e)}); nothing was imported") from None
     finally:
+        for h in created:                        # a failure part way leaves the token as it was
+            session.destroyObject(h)
         session.logout()
         session.closeSession()

@@ -321,3 +321,38 @@ def test_reader_workers_can_share_one_token_session(token):
     for t in threads:
         t.join()
     assert errors == [] and len(results) == 120 and all(all(r) for r in results.values())
+
+
+@pytest.mark.hsm
+def test_a_key_of_the_wrong_length_is_refused_before_anything_is_imported(hsm, token):
+    from cardos.crypto import Algorithm
+    from terminal.pkcs11 import import_keys
+    masters = {"AAA": (Algorithm.TDES, bytes(range(16)), 1), "ZZZ": (Algorithm.TDES, bytes(24), 1)}
+    with pytest.raises(Pkcs11Error, match="ZZZ: a 3des key is 16 bytes, not 24"):
+        import_keys("pkcs11:token=spare", masters, set(), pin=PIN)
+    _assert_spare_is_empty()
+
+
+@pytest.mark.hsm
+def test_an_import_the_token_refuses_part_way_leaves_the_token_as_it_was(hsm, token, monkeypatch):
+    from cardos.crypto import Algorithm
+    from terminal import pkcs11
+    real = pkcs11._key_template
+
+    def second_is_bad(name, *args):           # the token itself refuses the second object
+        return real(name, *args) + ([(pkcs11.LL.CKA_KEY_TYPE, 0x7FFF)] if name == "BBB" else [])
+
+    monkeypatch.setattr(pkcs11, "_key_template", second_is_bad)
+    masters = {"AAA": (Algorithm.TDES, bytes(range(16)), 1), "BBB": (Algorithm.TDES, bytes(range(16, 32)), 1)}
+    with pytest.raises(Pkcs11Error, match="import failed .*nothing was imported"):
+        pkcs11.import_keys("pkcs11:token=spare", masters, set(), pin=PIN)
+    _assert_spare_is_empty()
+
+
+def _assert_spare_is_empty():
+    from terminal.pkcs11 import Pkcs11Keys
+    spare = Pkcs11Keys.open("pkcs11:token=spare", pin=PIN)
+    try:
+        assert spare.names() == [] and not spare.holds("AAA")
+    finally:
+        spare.close()
