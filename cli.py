@@ -56,12 +56,16 @@ def _profile(name: str | None):
         _fail(f"profile: {e}")
 
 
-def _keys(path: str | None, required: bool = True):
+def _keys(path: str | None, required: bool = True, profile=None):
+    """The issuer keys --keys names: a key file, or a PKCS#11 token URI (checked against the profile)."""
     from personalize.keys import PASSPHRASE_ENV, KeyFileError, load_key_file
     if path is None:
         if required:
-            _fail("this operation needs the issuer key file: --keys FILE")
+            _fail("this operation needs the issuer keys: --keys FILE or --keys pkcs11:token=LABEL")
         return None
+    from terminal.uri import is_uri
+    if is_uri(path):
+        return _hsm_keys(path, profile)
     passphrase = os.environ.get(PASSPHRASE_ENV)
     if passphrase is None:
         passphrase = click.prompt(f"passphrase of {path}", hide_input=True, err=True)
@@ -69,12 +73,6 @@ def _keys(path: str | None, required: bool = True):
         return load_key_file(path, passphrase)
     except KeyFileError as e:
         _bad(str(e))
-
-
-def _bad(message: str) -> None:
-    e = click.ClickException(message)
-    e.exit_code = 2
-    raise e
 
 
 @contextlib.contextmanager
@@ -89,7 +87,7 @@ def _security(keys_path: str | None, psam: str | None, prof, required: bool = Tr
         _bad("give the issuer key file (--keys) or a PSAM (--psam), not both")
     if not psam:
         try:
-            yield _keys(keys_path, required)
+            yield _keys(keys_path, required, prof)
         except (Refused, SecurityModuleError) as e:
             _fail(str(e))
         return
@@ -132,6 +130,38 @@ def _factors(t):
 
 
 psam_option = click.option("--psam", help="A PSAM instead of --keys: its reader name, or a PSAM image file.")
+
+
+def _pkcs11_module() -> str | None:
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root() if ctx else None
+    return root.params.get("pkcs11_module") if root else None
+
+
+def _token_pin(label: str) -> str:
+    from terminal.uri import PIN_ENV
+    return os.environ.get(PIN_ENV) or click.prompt(f"PIN of token {label}", hide_input=True, err=True)
+
+
+def _pkcs11():
+    try:
+        from terminal import pkcs11
+    except ImportError:
+        _fail("PKCS#11 keys need the PyKCS11 package (pip install 'sscard[hsm]')")
+    return pkcs11
+
+
+def _hsm_keys(uri: str, profile=None):
+    """Open the token a PKCS#11 URI names; with a profile, refuse at once what it cannot do (SM4, keys)."""
+    from terminal.uri import Pkcs11Error, parse_uri
+    Pkcs11Keys = _pkcs11().Pkcs11Keys
+    try:
+        provider = Pkcs11Keys.open(uri, _pkcs11_module(), _token_pin(parse_uri(uri).token))
+        if profile is not None:
+            provider.require_profile(profile)
+    except Pkcs11Error as e:
+        _fail(str(e))
+    return provider
 
 
 @contextlib.contextmanager
@@ -208,7 +238,9 @@ def _exchanges(log, as_json: bool) -> None:
 
 @click.group()
 @click.version_option(package_name="sscard")
-def main() -> None:
+@click.option("--pkcs11-module", type=click.Path(dir_okay=False),
+              help="PKCS#11 library for --keys pkcs11:… (default: $SSCARD_PKCS11_MODULE, else SoftHSM2's).")
+def main(pkcs11_module: str | None) -> None:
     """sscard: simulate, personalize and test Chinese social security cards."""
 
 
@@ -259,7 +291,7 @@ def image_new(path: str, profile: str | None, keys_path: str | None, blank: bool
         _save_image(card, path)
         click.echo(f"{path}: blank {prof.name} chip, {card.fs.used()} of {card.config.capacity} bytes used")
         return
-    keys = _keys(keys_path, required=False) or virtual.demo_issuer_keys(prof)
+    keys = _keys(keys_path, required=False, profile=prof) or virtual.demo_issuer_keys(prof)
     try:
         card = virtual.make(prof, holder, keys, chip)
         if activate:
@@ -424,12 +456,48 @@ def _ref(name):
 
 
 @keys.command("list")
-@click.argument("path", type=click.Path(dir_okay=False))
-def keys_list(path: str) -> None:
-    """The names, algorithms and versions in a key file (never the values)."""
-    provider = _keys(path)
+@click.argument("path", type=click.Path(dir_okay=False), required=False)
+@click.option("--token", help="List the issuer keys in this PKCS#11 token instead (by label).")
+def keys_list(path: str | None, token: str | None) -> None:
+    """The names, algorithms and versions in a key file or an HSM token (never the values)."""
+    if bool(path) == bool(token):
+        _fail("name a key file or --token LABEL, not both")
+    provider = _keys(path or _token_uri(token))
     for n in provider.names():
-        click.echo(f"{n:14} {provider.algorithm(_ref(n)).value:5} version {provider.version(n)}")
+        extra = ""
+        if token:
+            extra = "  extractable (loaded in clear by design)" if provider.describe_one(n).extractable \
+                else "  non-extractable"
+        click.echo(f"{n:14} {provider.algorithm(_ref(n)).value:5} version {provider.version(n)}{extra}")
+
+
+def _token_uri(label: str) -> str:
+    from urllib.parse import quote
+    return f"pkcs11:token={quote(label, safe='')}"
+
+
+@keys.command("import-hsm")
+@click.argument("path", type=click.Path(dir_okay=False, exists=True))
+@click.option("--token", required=True, help="Label of the PKCS#11 token to load the keys into.")
+def keys_import_hsm(path: str, token: str) -> None:
+    """Load a key file's master keys into an HSM token as sensitive, non-extractable objects.
+
+    The transport key is the one exception: initialization loads it into each fresh DF in clear
+    (plain 80 D4), so it is imported extractable; every other master key never leaves the token.
+    """
+    from personalize.compile import TRANSPORT_KEY
+    from terminal.uri import Pkcs11Error
+    software = _keys(path)
+    masters = {n: (software.algorithm(_ref(n)), software.value_for_plain_load(_ref(n)), software.version(n))
+               for n in software.names()}
+    try:
+        names = _pkcs11().import_keys(_token_uri(token), masters, {TRANSPORT_KEY}, _pkcs11_module(), _token_pin(token))
+    except Pkcs11Error as e:
+        _fail(str(e))
+    finally:
+        masters.clear()
+    click.echo(f"token {token}: {len(names)} master keys imported "
+               f"({TRANSPORT_KEY} extractable for plain loading, the rest non-extractable)")
 
 
 # ---- talking to a card ---------------------------------------------------------------------------
@@ -674,7 +742,8 @@ def perso_init(image_path, reader, profile, keys_path, no_erase, as_json):
     """Initialization: lay the profile's files, key files and transport keys on a blank card."""
     from personalize.compile import init_script
     from personalize.script import ScriptError, run
-    prof, provider = _profile(profile), _keys(keys_path)
+    prof = _profile(profile)
+    provider = _keys(keys_path, profile=prof)
     with _card_transport(image_path, reader) as t:
         try:
             log = run(t.transmit, init_script(prof, erase=not no_erase), provider)
@@ -751,7 +820,8 @@ def perso_run(profile, csv_path, keys_path, readers, out_dir, journal, audit_pat
     """Personalize a batch: each valid cardholder of the file onto a card, journaled and audited."""
     from personalize import batch, cardholders
     total = len(_read_holders(csv_path, encoding))
-    prof, provider = _profile(profile), _keys(keys_path)
+    prof = _profile(profile)
+    provider = _keys(keys_path, profile=prof)
     if bool(out_dir) == bool(readers):
         _fail("give --out-dir DIR (card images) or --reader NAME (PC/SC), not both")
     base = Path(out_dir) if out_dir else Path(".")

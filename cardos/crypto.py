@@ -123,12 +123,15 @@ def diversify_levels(alg: Algorithm, master: bytes, factors: tuple[bytes, ...] |
     return key
 
 
-def seal(alg: Algorithm, key: bytes, data: bytes) -> bytes:
-    """Secured-data envelope: ECB of LD ‖ data, then 80 00… only when not block-aligned (PBOC)."""
+def envelope(alg: Algorithm, data: bytes) -> bytes:
+    """The plaintext of a secured-data envelope: LD ‖ data, then 80 00… only when not block-aligned (PBOC)."""
     plain = bytes([len(data)]) + data
-    if len(plain) % alg.block:
-        plain = pad80(plain, alg.block)
-    return encrypt_ecb(alg, key, plain)
+    return pad80(plain, alg.block) if len(plain) % alg.block else plain
+
+
+def seal(alg: Algorithm, key: bytes, data: bytes) -> bytes:
+    """Secured-data envelope: ECB of the envelope plaintext (PBOC)."""
+    return encrypt_ecb(alg, key, envelope(alg, data))
 
 
 def unseal(alg: Algorithm, key: bytes, cipher: bytes) -> bytes:

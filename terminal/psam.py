@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cardos.apdu import build
-from cardos.crypto import Algorithm, pad80
+from cardos.crypto import Algorithm, envelope, pad80
 
 from .security import KeyRef, Refused, SecurityModuleError
 from .status import sw_name
@@ -92,11 +92,8 @@ class PsamSecurityModule:
         return self._send(build(0x80, 0xFA, MAC_LAST, 0x00, last), f"MAC under {ref.name}")
 
     def seal(self, ref: KeyRef, data: bytes) -> bytes:
-        plain = bytes([len(data)]) + data
-        if len(plain) % self._alg.block:
-            plain = pad80(plain, self._alg.block)
         self._init(ref, b"".join(ref.levels))
-        return self._encrypt(plain, f"sealing under {ref.name}")
+        return self._encrypt(envelope(self._alg, data), f"sealing under {ref.name}")
 
     def session_encrypt(self, ref: KeyRef, process: bytes, block: bytes) -> bytes:
         # One more level below the card's: SK = Div(card key, process) (psam.md §2).
