@@ -365,3 +365,24 @@ def _assert_spare_is_empty():
         assert spare.names() == [] and not spare.holds("AAA")
     finally:
         spare.close()
+
+
+@pytest.mark.hsm
+def test_a_card_personalized_with_the_hsm_takes_a_psam_made_from_the_key_file(hsm, tmp_path):
+    """The other half of a real transaction: a kiosk with a PSAM (made from the bureau's key file)
+    authenticates to a card whose keys the HSM made, writes EF0D, and reads it back."""
+    csv_path = tmp_path / "holders.csv"
+    cardholders.write_csv(str(csv_path), cardholders.generate(1, seed=11))
+    made = _run(hsm["env"], "perso", "run", "--cardholders", str(csv_path), "--keys", URI,
+                "--out-dir", str(tmp_path / "cards"), "--json")
+    assert made.returncode == 0, made.stderr
+    card = next(p for p in (tmp_path / "cards").glob("*.json"))
+    psam = tmp_path / "psam.json"
+    r = _run(hsm["env"], "image", "new", str(psam), "--psam", "--keys", hsm["keyfile"], "--region", "330300")
+    assert r.returncode == 0, r.stderr
+    w = _run(hsm["env"], "card", "write", "--image", str(card), "--psam", str(psam),
+             "--set", "person_id=330300000099", "--json")
+    assert w.returncode == 0, w.stdout + w.stderr
+    read = _run(hsm["env"], "read", "--image", str(card), "--json")
+    assert read.returncode == 0, read.stderr
+    assert "330300000099" in read.stdout
