@@ -13,7 +13,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from common import alternate, fmt, machine, stats
+from common import alternate, stats
+from results import Results
 
 PIN = "246810"
 
@@ -36,6 +37,7 @@ def main() -> None:
     from personalize.script import run
     from personalize.verify import verify_card
     from reader_bridge.transport import InProcess
+    from terminal.factors import card_factor
     from terminal.pkcs11 import Pkcs11Keys, import_keys
     from tests.ss import keys, prof
 
@@ -55,8 +57,8 @@ def main() -> None:
                 card = virtual.blank(p, virtual.chip_serial(f"hsm-bench:{counter[0]}"))
                 run(InProcess(card).transmit, compile.init_script(p), provider)
                 card.power_on()
-                values = cardholders.values(h, p, card.atr[-8:])
-                run(InProcess(card).transmit, compile.perso_script(p, values, card.atr[-8:]), provider)
+                values = cardholders.values(h, p, card_factor(card.atr))
+                run(InProcess(card).transmit, compile.perso_script(p, values, card_factor(card.atr)), provider)
                 card.power_on()
                 verify_card(InProcess(card), p, values, provider)
                 return 1
@@ -65,11 +67,12 @@ def main() -> None:
         rates = alternate({"key file": card_with(soft), "HSM (SoftHSM2, PKCS#11)": card_with(hsm)},
                           rounds=5, seconds=1.0)
         hsm.close()
-    print(f"# issuer keys in an HSM against the key file ({machine()})")
-    for name, values in rates.items():
-        print(f"{'whole card, ' + name:44} {fmt(values, 'cards/s')}")
+    out = Results("hsm", "issuer keys in an HSM against the key file")
+    out.add("keyfile_rate", "whole card, key file", rates["key file"], "cards/s")
+    out.add("hsm_rate", "whole card, HSM (SoftHSM2, PKCS#11)", rates["HSM (SoftHSM2, PKCS#11)"], "cards/s")
     ratio = stats(rates["key file"])[0] / stats(rates["HSM (SoftHSM2, PKCS#11)"])[0]
-    print(f"{'key file / HSM':44} {ratio:10.2f}x")
+    out.add("keyfile_over_hsm", "key file / HSM", ratio, "x", higher_is_better=False)
+    out.save()
 
 
 if __name__ == "__main__":

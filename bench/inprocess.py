@@ -3,6 +3,8 @@ files and commands, alternated in one process; then our card on the full mix.
 
 Anchor: vicc's iso7816 card with an MF, a DF named like SSSE and the same EF05/EF06 records.
 Target: ours ≥ 3× vicc on the shared commands (SELECT by name, READ RECORD, READ BINARY, VERIFY).
+Also an error mix both cards refuse the same way (6A82, 6A83, 6D00, 6B00), which is what a terminal
+probing for files sends.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import logging
 import sys
 
-from common import alternate, fmt, machine, stats, verdict
+from common import alternate, stats
+from results import Results
 
 VICC_PATH = "/usr/lib/python3/site-packages/virtualsmartcard"
 
@@ -61,15 +64,23 @@ def main() -> None:
         assert a[-2:] == b"\x90\x00" and b[-2:] in (b"\x90\x00", b"\x62\x82"), (apdu.hex(), a.hex(), b.hex())
         assert a[:-2] == b[:-2], (apdu.hex(), a.hex(), b.hex())
 
-    def run(send):
+    # Errors: no such DF, no such record, no such instruction, offset past the end.
+    errors = [bytes.fromhex(h) for h in ("00A4040C05A000000099", "00B2633400", "00EE000000", "00B095F004")]
+    for apdu in errors:
+        a, b = ours.transmit(apdu), vicc.execute(apdu)
+        assert a[-2:] == b[-2:] and a[-2:] != b"\x90\x00", (apdu.hex(), a.hex(), b.hex())
+
+    def run(send, apdus):
         def go():
-            for apdu in shared:
+            for apdu in apdus:
                 send(apdu)
-            return len(shared)
+            return len(apdus)
         return go
 
-    figures = alternate({"sscard": run(ours.transmit), "vicc": run(vicc.execute)})
+    figures = alternate({"sscard": run(ours.transmit, shared), "vicc": run(vicc.execute, shared)})
     ratio = stats(figures["sscard"])[0] / stats(figures["vicc"])[0]
+    failing = alternate({"sscard": run(ours.transmit, errors), "vicc": run(vicc.execute, errors)})
+    error_ratio = stats(failing["sscard"])[0] / stats(failing["vicc"])[0]
 
     # The full mix, our card only: the same plus GET CHALLENGE + EXTERNAL AUTHENTICATE and a MACed update.
     from cardos.crypto import mac4
@@ -90,11 +101,15 @@ def main() -> None:
 
     mix = alternate({"mix": full}, rounds=5)
 
-    print(f"# in-process APDU throughput ({machine()})")
-    print(f"sscard, shared commands      {fmt(figures['sscard'], 'APDU/s')}")
-    print(f"vicc,   shared commands      {fmt(figures['vicc'], 'APDU/s')}")
-    print(f"ratio sscard/vicc            {ratio:10.2f}x   target >= 3x: {verdict(ratio >= 3)}")
-    print(f"sscard, full mix             {fmt(mix['mix'], 'APDU/s')}")
+    out = Results("inprocess", "in-process APDU throughput")
+    out.add("shared_sscard", "sscard, shared commands", figures["sscard"], "APDU/s")
+    out.add("shared_vicc", "vicc, shared commands", figures["vicc"], "APDU/s")
+    out.add("shared_ratio", "ratio sscard/vicc, shared commands", ratio, "x", target=">= 3x", met=ratio >= 3)
+    out.add("errors_sscard", "sscard, error mix", failing["sscard"], "APDU/s")
+    out.add("errors_vicc", "vicc, error mix", failing["vicc"], "APDU/s")
+    out.add("errors_ratio", "ratio sscard/vicc, error mix", error_ratio, "x")
+    out.add("full_mix", "sscard, full mix (EXTERNAL AUTHENTICATE, MAC)", mix["mix"], "APDU/s")
+    out.save()
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, alternate, fmt, machine, stats, verdict
+from common import ROOT, alternate, stats
+from results import Results
 
 
 def _start(args, ready: str) -> subprocess.Popen:
@@ -117,15 +118,15 @@ def main() -> None:
         if started_pcscd:
             subprocess.run(["bash", str(ROOT / "scripts/pcsc.sh"), "stop"], capture_output=True)
 
-    med, lo, hi = stats([s * 1000 for s in per_card])
-    print(f"# through PC/SC: pyscard -> pcscd -> vpcd ({machine()})")
-    print(f"sscard serve, shared mix     {fmt(figures['sscard'], 'APDU/s')}")
-    print(f"echo card,    same APDUs     {fmt(figures['echo'], 'APDU/s')}")
-    print(f"sscard / echo                {share * 100:10.1f} %   target >= 90 %: {verdict(share >= 0.9)}")
-    print(f"one card personalized (keys, data, read-back) {med:8.1f} ms (min {lo:.1f}, max {hi:.1f})   "
-          f"target < 300 ms: {verdict(med < 300)}")
-    print(f"cards/s through the feeder, swaps included     {overall:8.2f} cards/s")
-
+    out = Results("pcsc", "through PC/SC: pyscard -> pcscd -> vpcd")
+    out.add("serve_rate", "sscard serve, shared mix", figures["sscard"], "APDU/s")
+    out.add("echo_rate", "echo card, same APDUs", figures["echo"], "APDU/s")
+    out.add("serve_share", "sscard / echo", share * 100, "%", target=">= 95 %", met=share >= 0.95)
+    ms = [s * 1000 for s in per_card]
+    out.add("perso_ms", "one card personalized (keys, data, read-back)", ms, "ms", higher_is_better=False,
+            target="< 300 ms", met=stats(ms)[0] < 300)
+    out.add("feeder_rate", "cards/s through the feeder, swaps included", overall, "cards/s")
+    out.save()
 
 if __name__ == "__main__":
     main()

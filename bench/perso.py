@@ -12,7 +12,7 @@ import statistics
 import tempfile
 import time
 
-from common import machine, verdict
+from results import Results
 
 
 def main() -> None:
@@ -60,20 +60,16 @@ def main() -> None:
         prep_s = time.perf_counter() - t0
     assert not problems
 
-    def line(label, ms):
-        med = statistics.median(ms)
-        return f"{label:44} {med:8.2f} ms (min {min(ms):.2f}, max {max(ms):.2f})"
-
-    print(f"# personalization ({machine()})")
-    print(line("initialization of a blank chip", init_ms))
-    print(line("personalization (keys, PINs, data)", perso_ms) +
-          f"   target < 20 ms: {verdict(statistics.median(perso_ms) < 20)}")
-    print(line("read-back of every written record", verify_ms))
-    print(line("the whole card: blank -> init -> perso -> verify", whole_ms))
-    print(f"{'batch of 200 into card images (journal, audit)':44} {batch_rate:8.1f} cards/s")
-    print(f"{'data preparation, 100k records, all cores':44} {prep_s:8.1f} s = {100_000 / prep_s:,.0f} records/s   "
-          f"target < 60 s: {verdict(prep_s < 60)}")
-
+    out = Results("perso", "personalization")
+    out.add("init_ms", "initialization of a blank chip", init_ms, "ms", higher_is_better=False)
+    out.add("perso_ms", "personalization (keys, PINs, data)", perso_ms, "ms", higher_is_better=False,
+            target="< 20 ms", met=statistics.median(perso_ms) < 20)
+    out.add("verify_ms", "read-back of every written record", verify_ms, "ms", higher_is_better=False)
+    out.add("whole_ms", "the whole card: blank -> init -> perso -> verify", whole_ms, "ms", higher_is_better=False)
+    out.add("batch_rate", "batch of 200 into card images (journal, audit)", batch_rate, "cards/s")
+    out.add("prep_100k_s", "data preparation, 100k records, all cores", prep_s, "s", higher_is_better=False,
+            target="< 60 s", met=prep_s < 60)
+    out.save()
 
 if __name__ == "__main__":
     main()

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import gc
 import os
-import statistics
 import tempfile
 import time
 
-from common import machine
+from results import Results
 
 
 def _rss() -> int:
@@ -49,13 +48,13 @@ def main() -> None:
         gc.collect()
         current = _rss() - rss0
         assert all(x.transmit(bytes.fromhex("00A40000023F00"))[-2:] == b"\x90\x00" for x in cards)
-    print(f"# scale ({machine()})")
-    print(f"one card image: {size / 1024:.1f} KiB on disk")
-    print(f"save one image (atomic, fsync)   {statistics.median(save_ms):8.2f} ms (min {min(save_ms):.2f}, max {max(save_ms):.2f})")
-    print(f"load one image                   {statistics.median(load_ms):8.2f} ms (min {min(load_ms):.2f}, max {max(load_ms):.2f})")
-    print(f"1,000 images loaded at once      {load_all:8.2f} s, {current / 2**20:.1f} MiB more resident memory "
-          f"({current / 1000 / 1024:.1f} KiB per card)")
-
+    out = Results("scale", "scale")
+    out.add("image_kib", "one card image on disk", size / 1024, "KiB", higher_is_better=False)
+    out.add("save_ms", "save one image (atomic, fsync)", save_ms, "ms", higher_is_better=False)
+    out.add("load_ms", "load one image", load_ms, "ms", higher_is_better=False)
+    out.add("load_1000_s", "1,000 images loaded at once", load_all, "s", higher_is_better=False)
+    out.add("kib_per_card", "resident memory per loaded card", current / 1000 / 1024, "KiB", higher_is_better=False)
+    out.save()
 
 if __name__ == "__main__":
     main()

@@ -9,7 +9,7 @@ from cardos.apdu import build, parse
 from cardos.sw import CardError
 
 
-def test_cases():
+def test_parse_tells_the_four_iso_cases_and_reads_le_00_as_256():
     assert parse(bytes.fromhex("00A40000")).case == 1
     a = parse(bytes.fromhex("0084000008"))
     assert (a.case, a.le) == (2, 8)

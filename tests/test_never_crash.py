@@ -35,7 +35,7 @@ def _answers_and_survives(card, commands):
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.binary(min_size=0, max_size=300), min_size=1, max_size=8))
-def test_arbitrary_bytes(commands):
+def test_any_bytes_get_a_spec_status_word_and_the_card_stays_usable(commands):
     _answers_and_survives(_fresh(), commands)
 
 

@@ -72,7 +72,7 @@ def test_pin_opens_what_it_guards_and_dies_with_the_session(card):
     assert sw(card, "00B0810000") == SW.SECURITY_NOT_SATISFIED
 
 
-def test_change_pin(card):
+def test_change_pin_needs_the_old_pin_counts_a_wrong_one_and_checks_the_new_format(card):
     select_demo(card)
     assert sw(card, "805E0100" + "07" + "999999FF654321") == 0x63C5
     ok(card, "805E0100" + "07" + "123456FF654321")

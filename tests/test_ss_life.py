@@ -174,9 +174,12 @@ def test_extension_space_runs_out_with_6a84():
     ok(c, SELECT_SSSE)
     assert open_key(c, "default", "ssse", 0x2A) == 0x9000
     left = c.fs.free(ssse)
-    assert sw(c, fmcos.create_file(DedicatedFile(0xDF0A, size=left, name=b"EXT.HOUSING"))) == 0x6A84
     before = dict(c.store.data)
-    assert c.store.data == before
+    assert sw(c, fmcos.create_file(DedicatedFile(0xDF0A, size=left, name=b"EXT.HOUSING"))) == 0x6A84
+    assert c.store.data == before, "a refused CREATE FILE must create nothing"
+    assert c.fs.free(ssse) == left
+    ok(c, SELECT_SSSE)
+    assert sw(c, bytes.fromhex("00A40000 02DF0A".replace(" ", ""))) == 0x6A82
 
 
 # ---- 3.00 -----------------------------------------------------------------------------------
