@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cardos.apdu import build
-from cardos.crypto import Algorithm, envelope, pad80
+from cardos.crypto import Algorithm, envelope
 
 from .security import KeyRef, Refused, SecurityModuleError
 from .status import sw_name
