@@ -172,7 +172,7 @@ def perso_script(profile: Profile, values: dict[str, str], factor: bytes) -> lis
                 rec = _record(k, 0, pin_bytes(k.initial_pin))
                 out.append(KeyLoad(0x01, k.id, rec.write_data(), None, transport, f"{here}: PIN {k.id:02X}"))
             else:
-                out.append(KeyLoad(0x01, k.id, _prefix(k), card_key(k, factor), transport,
+                out.append(KeyLoad(0x01, k.id, _prefix(k), card_key(k, factor, values), transport,
                                    f"{here}: key {k.type:02X}/{k.id:02X}"))
         out.append(KeyLoad(KEY_EXTERNAL, 0x00, _prefix(master), card_key(master, factor), transport,
                            f"{here}: key 39/00 = card master key"))
@@ -180,9 +180,25 @@ def perso_script(profile: Profile, values: dict[str, str], factor: bytes) -> lis
     return out
 
 
-def card_key(k: KeyDecl, factor: bytes) -> KeyRef:
+def card_key(k: KeyDecl, factor: bytes, values: dict[str, str] | None = None) -> KeyRef:
     """The reference of a card key: its master key, diversified unless the profile says not."""
+    if k.diversify == "pan":
+        if not values or not values.get("pan"):
+            raise DataError(f"{k.master}: an EMV card key is diversified by the PAN, and the cardholder has none")
+        return PanKeyRef(k.master, emv_factor(values["pan"], values.get("psn") or "00"))
     return KeyRef(k.master, factor if k.diversify else None)
+
+
+class PanKeyRef(KeyRef):
+    """A card key diversified by the PAN: printed scripts and journals name it without the PAN."""
+
+    def __str__(self) -> str:
+        return f"{self.name}⊕PAN"
+
+
+def emv_factor(pan: str, psn: str = "00") -> bytes:
+    """EMV Book 2 A1.4.1 option A: the rightmost 16 digits of PAN ‖ PSN (left-padded with 0s)."""
+    return bytes.fromhex((pan + psn)[-16:].rjust(16, "0"))
 
 
 def _data_steps(profile: Profile, df: DFDecl, path, records: list[Record], factor: bytes, here: str) -> list[ScriptItem]:

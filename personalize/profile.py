@@ -20,14 +20,15 @@ import yaml
 from cardos.access import AccessError, compile_access
 from cardos.card import CosConfig
 from cardos.crypto import Algorithm
-from cardos.files import (KEY_EXTERNAL, KEY_INTERNAL, KEY_MAINTENANCE, KEY_PIN, KEY_PIN_RELOAD,
+from cardos.files import (KEY_DES_ENC, KEY_DES_MAC, KEY_EXTERNAL, KEY_INTERNAL, KEY_MAINTENANCE, KEY_PIN, KEY_PIN_RELOAD,
                           KEY_PIN_UNBLOCK, CyclicEF, DedicatedFile, ElementaryFile, KeyFile,
                           LinearFixedEF, TransparentEF, VariableRecordEF)
 from cardos.filesystem import MF_OVERHEAD
 from cardos.tlv import tlv
 
 KEY_TYPES = {"external": KEY_EXTERNAL, "maintenance": KEY_MAINTENANCE, "pin_unblock": KEY_PIN_UNBLOCK,
-             "pin_reload": KEY_PIN_RELOAD, "internal": KEY_INTERNAL, "pin": KEY_PIN}
+             "pin_reload": KEY_PIN_RELOAD, "internal": KEY_INTERNAL, "pin": KEY_PIN,
+             "des_enc": KEY_DES_ENC, "des_mac": KEY_DES_MAC}
 FORMATS = ("b", "cn", "an", "gbk", "n", "tlv")
 BUILTIN = ("default", "sm4-3.00", "ss-1.00")
 
@@ -61,7 +62,7 @@ class KeyDecl:
     state: int
     tries: int
     initial_pin: str | None = None
-    diversify: bool = True
+    diversify: bool | str = True  # True: by the card factor; "pan": EMV option A (PAN ‖ PSN)
     algorithm: Algorithm = Algorithm.TDES
     where: str = ""
 
@@ -307,7 +308,10 @@ def _key(k: dict, where: str, alg: Algorithm, access) -> KeyDecl:
     master = k.get("master")
     if not master:
         raise ProfileError(f"{where}.master: name the issuer master key it derives from")
-    return KeyDecl(t, kid, str(master), use, change, state, tries, None, bool(k.get("diversify", True)), alg, where)
+    diversify = k.get("diversify", True)
+    if diversify != "pan":
+        diversify = bool(diversify)
+    return KeyDecl(t, kid, str(master), use, change, state, tries, None, diversify, alg, where)
 
 
 def _key_cost(k: KeyDecl) -> int:
