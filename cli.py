@@ -297,6 +297,46 @@ def apdu(apdus: tuple[str, ...], image_path: str | None, reader: str | None, as_
             click.echo(f"{r['response']} {r['sw']}".strip())
 
 
+def _amount(ctx, param, text: str) -> int:
+    """An amount in yuan with at most two decimals, as minor units."""
+    import decimal
+    try:
+        value = decimal.Decimal(text)
+    except decimal.InvalidOperation:
+        raise click.BadParameter(f"{text!r} is not an amount like 12.34") from None
+    minor = value * 100
+    if value <= 0 or minor != minor.to_integral_value() or minor >= 10**12:
+        raise click.BadParameter(f"{text!r}: a positive amount with at most two decimals, below 10 000 000 000")
+    return int(minor)
+
+
+@main.command()
+@with_card
+@click.option("--amount", required=True, callback=_amount, help="Purchase amount in yuan, e.g. 12.34.")
+@click.option("--pin", "ask_pin", is_flag=True, help="Prompt for the bank PIN (offline PIN when the card asks).")
+@click.option("--keys", "keys_path", type=click.Path(dir_okay=False),
+              help="Issuer key file: the terminal goes online to an issuer host built on it.")
+@click.option("--floor-limit", default="0", callback=lambda c, p, v: 0 if v == "0" else _amount(c, p, v),
+              show_default=True, help="Terminal floor limit in yuan; above it the terminal asks to go online.")
+@click.option("--json", "as_json", is_flag=True)
+def pay(image_path, reader, amount, ask_pin, keys_path, floor_limit, as_json) -> None:
+    """A minimal EMV terminal: one purchase with the card's debit application, every step printed."""
+    from terminal.emv import KeyFileIssuer, Terminal
+    provider = _keys(keys_path, required=False)
+    pin = click.prompt("bank PIN", hide_input=True, err=True) if ask_pin else None
+    with _card_transport(image_path, reader) as t:
+        result = Terminal(t.transmit, amount, pin=pin, floor_limit=floor_limit,
+                          issuer=KeyFileIssuer(provider) if provider else None).run()
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=1))
+    else:
+        for step in result.steps:
+            click.echo(step.line())
+        click.echo(f"{amount // 100}.{amount % 100:02d}: {result.outcome}")
+    if result.outcome.startswith("terminated"):
+        sys.exit(1)
+
+
 @main.command()
 def readers() -> None:
     """List PC/SC readers and whether a card is in each (with its ATR)."""
