@@ -131,9 +131,12 @@ def _value(it: Item, values: dict[str, str], zero: bool) -> bytes:
     else:
         source = values[it.field]
     try:
-        return encode(it.fmt, it.length, source)
+        raw = encode(it.fmt, it.length, source)
     except ValueError as e:
         raise DataError(f"{it.field or it.name or f'tag {it.tag:02X}'}: {e}") from None
+    if it.variable:
+        raw = raw.rstrip(b"\xff" if it.fmt == "cn" else b"\x00")
+    return raw
 
 
 def personal_records(profile: Profile, values: dict[str, str]) -> list[Record]:

@@ -48,6 +48,7 @@ class Item:
     value: str | None = None
     name: str = ""
     children: tuple["Item", ...] = ()
+    variable: bool = False  # inside a tlv item: padding (F digits, 00 bytes) dropped, as EMV stores 5A, 5F20
 
 
 @dataclass(frozen=True)
@@ -379,7 +380,11 @@ def _item(it: dict, where: str, nested: bool = False) -> Item:
     length = _int(it.get("length"), f"{where}.length")
     if not 1 <= length <= 0xFD:
         raise ProfileError(f"{where}.length: {length} is not 1..253")
-    return Item(tag, fmt, length, str(fld) if fld else None, None if value is None else str(value), name)
+    variable = bool(it.get("variable", False))
+    if variable and (not nested or fmt not in ("cn", "an")):
+        raise ProfileError(f"{where}.variable: only cn and an items inside a tlv item have a variable length")
+    return Item(tag, fmt, length, str(fld) if fld else None, None if value is None else str(value), name,
+                variable=variable)
 
 
 def _check_budget(mf: DFDecl, capacity: int) -> None:

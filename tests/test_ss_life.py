@@ -99,8 +99,8 @@ def test_financial_application_as_terminals_read_it():
     gpo = ok(c, "80A8000002830000")
     assert gpo == bytes.fromhex("800A1C00" "08010100" "10010201")    # SFI 3 (a second PAN) stays outside
     rec = ok(c, "00B2011400")
-    assert bytes.fromhex("5A0A6217990000001234562F") in rec
-    assert bytes.fromhex("5A0A6217990000001234562F") in ok(c, "00B2011C00")
+    assert bytes.fromhex("5A086217990000123453") in rec
+    assert bytes.fromhex("5A086217990000123453") in ok(c, "00B2011C00")
     assert sw(c, "00B2011402") == 0x6C00 | len(rec)               # short Le: exact length, then resend
 
 
