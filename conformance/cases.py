@@ -582,3 +582,7 @@ def ext_isolation(ctx):
                note="health creates civil affairs' DF06")
     _, sw = ctx.send(fmcos.create_file(DedicatedFile(0xDF05, size=0x100, name=b"EXT.HEALTH")), "health creates DF05")
     check(sw in (0x9000, 0x6A86), f"health could not create its own DF05: {sw:04X}")
+
+
+# The EMV cases of the debit application live in their own module; importing it registers them.
+from . import emv_cases  # noqa: E402,F401

@@ -21,7 +21,10 @@ def test_the_whole_suite_passes_on_the_simulator(name):
     out = runner.run(InProcess(card(name)), prof(name), keys(name), destructive=True)
     bad = [(o.id, o.message) for o in out if o.status in ("fail", "error")]
     assert bad == []
-    assert len(out) > 50 and sum(o.status == "pass" for o in out) >= len(out) - 1
+    # EMV cryptograms exist for 3DES card keys only: the SM4 card skips those cases.
+    expected_skips = {"EMV-03"} | ({"EMV-04", "EMV-05"} if name == "sm4-3.00" else set())
+    skipped = {o.id for o in out if o.status == "skip"}
+    assert len(out) > 50 and len(skipped - expected_skips) <= 1, skipped
 
 
 def test_without_keys_or_destructive_the_cases_that_need_them_skip_and_nothing_is_locked():
