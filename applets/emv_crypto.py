@@ -12,8 +12,12 @@ from cardos.crypto import Algorithm, encrypt_ecb, mac_equal, pad80, retail_mac
 
 
 def session_key(card_key: bytes, atc: int) -> bytes:
-    """Common session key: E(MK, R with byte 3 = F0) ‖ E(MK, R with byte 3 = 0F), R = ATC ‖ 00×6."""
-    r = atc.to_bytes(2, "big") + bytes(6)
+    """The AC session key: the common session key with R = ATC ‖ 00×6."""
+    return common_session_key(card_key, atc.to_bytes(2, "big") + bytes(6))
+
+
+def common_session_key(card_key: bytes, r: bytes) -> bytes:
+    """A1.3.1: E(MK, R with byte 3 = F0) ‖ E(MK, R with byte 3 = 0F); R is 8 bytes (ATC ‖ 0s, or the ARQC)."""
     left = r[:2] + b"\xf0" + r[3:]
     right = r[:2] + b"\x0f" + r[3:]
     return encrypt_ecb(Algorithm.TDES, card_key, left) + encrypt_ecb(Algorithm.TDES, card_key, right)

@@ -69,3 +69,15 @@ def split_dol(dol: bytes, data: bytes) -> dict[int, bytes]:
         out[tag] = data[i : i + n]
         i += n
     return out
+
+
+def pin_block_digits(block: bytes) -> str:
+    """Digits of an EMV plaintext PIN block (ISO 9564 format 2): 2N ‖ N BCD digits ‖ F padding, 8 bytes."""
+    if len(block) != 8 or block[0] >> 4 != 2 or not 4 <= (block[0] & 0x0F) <= 12:
+        raise CardError(sw.WRONG_DATA, "not an EMV plaintext PIN block")
+    n = block[0] & 0x0F
+    text = block[1:].hex().upper()
+    digits, pad = text[:n], text[n:]
+    if not digits.isdigit() or set(pad) - {"F"}:
+        raise CardError(sw.WRONG_DATA, "not an EMV plaintext PIN block")
+    return digits

@@ -15,7 +15,7 @@ from cardos.files import KEY_PIN
 from cardos.sw import CardError
 from cardos.tlv import tlv
 
-from . import emv_ac, emv_data, emv_state
+from . import emv_ac, emv_data, emv_script, emv_state
 from .life import require_active, wrap
 
 PBOC_RID = bytes.fromhex("A000000333")
@@ -31,6 +31,8 @@ def install(table: dict[int, Command]) -> None:
     wrap(table, 0x20, _emv_verify)
     wrap(table, 0x82, emv_ac.external_authenticate)
     wrap(table, 0xA4, _ends_transaction)
+    for ins in emv_script.SCRIPT_INS:
+        wrap(table, ins, emv_script.issuer_script)
 
 
 def _in_application(card) -> bool:
@@ -90,7 +92,7 @@ def _emv_verify(base):
         df, pin = card.find_key(KEY_PIN, 0x00)
         if not cmd.lc_present:
             raise CardError(sw.BLOCKED if pin.blocked else sw.tries_left(pin.tries_left))
-        digits = _pin_block_digits(cmd.data)
+        digits = emv_data.pin_block_digits(cmd.data)
         require_active(card)
         card.require(pin.use_right, "PIN use")
         tx = emv_ac.current(card)
@@ -102,15 +104,3 @@ def _emv_verify(base):
         card.raise_state(pin.next_state)
         return b""
     return verify
-
-
-def _pin_block_digits(block: bytes) -> str:
-    """Digits of an EMV plaintext PIN block: 2N ‖ N BCD digits ‖ F padding, 8 bytes."""
-    if len(block) != 8 or block[0] >> 4 != 2 or not 4 <= (block[0] & 0x0F) <= 12:
-        raise CardError(sw.WRONG_DATA, "not an EMV plaintext PIN block")
-    n = block[0] & 0x0F
-    text = block[1:].hex().upper()
-    digits, pad = text[:n], text[n:]
-    if not digits.isdigit() or set(pad) - {"F"}:
-        raise CardError(sw.WRONG_DATA, "not an EMV plaintext PIN block")
-    return digits
