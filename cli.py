@@ -253,11 +253,15 @@ def keys_new(path: str, profile: str | None, demo: bool, force: bool) -> None:
     if demo:
         provider = demo_issuer_keys(prof)
         masters = {n: (provider.algorithm(_ref(n)), provider.value_for_plain_load(_ref(n)), 1) for n in provider.names()}
+        rsa = provider.rsa_keys()
     else:
+        from personalize import emv_keys
         masters = {n: (prof.algorithm, FACTORY_KEY_VALUE if n == FACTORY_KEY else os.urandom(16), 1)
                    for n in master_names(prof)}
-    save_key_file(path, masters, passphrase)
-    click.echo(f"{path}: {len(masters)} master keys for {prof.name}{' (demo keys)' if demo else ''}")
+        rsa = emv_keys.generate()
+    save_key_file(path, masters, passphrase, rsa)
+    click.echo(f"{path}: {len(masters)} master keys and the EMV CA and issuer RSA keys for {prof.name}"
+               f"{' (demo keys)' if demo else ''}; the CA public key is published in the file")
 
 
 def _ref(name):
@@ -318,14 +322,26 @@ def _amount(ctx, param, text: str) -> int:
               help="Issuer key file: the terminal goes online to an issuer host built on it.")
 @click.option("--floor-limit", default="0", callback=lambda c, p, v: 0 if v == "0" else _amount(c, p, v),
               show_default=True, help="Terminal floor limit in yuan; above it the terminal asks to go online.")
+@click.option("--ca", "ca_path", type=click.Path(dir_okay=False, exists=True),
+              help="A key file whose published CA public key the terminal trusts for SDA (default: --keys).")
 @click.option("--json", "as_json", is_flag=True)
-def pay(image_path, reader, amount, ask_pin, keys_path, floor_limit, as_json) -> None:
+def pay(image_path, reader, amount, ask_pin, keys_path, floor_limit, ca_path, as_json) -> None:
     """A minimal EMV terminal: one purchase with the card's debit application, every step printed."""
+    from personalize.keys import ca_public_key
     from terminal.emv import KeyFileIssuer, Terminal
     provider = _keys(keys_path, required=False)
+    ca_keys = {}
+    for path in filter(None, (ca_path or keys_path,)):
+        try:
+            published = ca_public_key(path)
+        except (OSError, ValueError, KeyError):
+            _fail(f"{path}: no readable CA public key in it")
+        if published:
+            rid, index, n, e = published
+            ca_keys[(rid, index)] = (n, e)
     pin = click.prompt("bank PIN", hide_input=True, err=True) if ask_pin else None
     with _card_transport(image_path, reader) as t:
-        result = Terminal(t.transmit, amount, pin=pin, floor_limit=floor_limit,
+        result = Terminal(t.transmit, amount, pin=pin, floor_limit=floor_limit, ca_keys=ca_keys,
                           issuer=KeyFileIssuer(provider) if provider else None).run()
     if as_json:
         click.echo(json.dumps(result.as_dict(), indent=1))

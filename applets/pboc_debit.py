@@ -31,6 +31,7 @@ def install(table: dict[int, Command]) -> None:
     wrap(table, 0x20, _emv_verify)
     wrap(table, 0x82, emv_ac.external_authenticate)
     wrap(table, 0xA4, _ends_transaction)
+    wrap(table, 0xB2, _ber_templates)
     for ins in emv_script.SCRIPT_INS:
         wrap(table, ins, emv_script.issuer_script)
 
@@ -74,6 +75,16 @@ def get_data(card, cmd) -> bytes:
         if value is not None:
             return tlv(tag, value)
     raise CardError(sw.REFERENCE_NOT_FOUND)
+
+
+def _ber_templates(base):
+    """Record files keep SIMPLE-TLV (one length byte); an EMV template of 128 bytes or more reads as BER 70 81 xx."""
+    def read_record(card, cmd):
+        data = base(card, cmd)
+        if _in_application(card) and len(data) > 0x81 and data[0] == 0x70 and data[1] == len(data) - 2:
+            return data[:1] + b"\x81" + data[1:]
+        return data
+    return read_record
 
 
 def _ends_transaction(base):

@@ -3,7 +3,8 @@
 Application selection through the PSE (or the AID list), GPO, the AFL's records, processing
 restrictions, offline plaintext PIN by the CVM list, floor limit, terminal action analysis,
 the first GENERATE AC, online authorisation with an issuer host, issuer authentication and the
-second GENERATE AC. Offline data authentication is not performed (TVR says so). Cryptograms,
+second GENERATE AC. Offline data authentication: SDA when the card offers it and the terminal
+holds the CA public key it names (else the TVR says ODA was not performed). Cryptograms,
 PINs and keys never appear in the steps: only their presence and length.
 """
 
@@ -72,7 +73,8 @@ class Terminal:
     def __init__(self, transmit: Callable[[bytes], bytes], amount: int, pin: str | None = None,
                  issuer: IssuerHost | None = None, floor_limit: int = 0, country: str = "0156",
                  currency: str = "0156", today: dt.datetime | None = None,
-                 unpredictable: Callable[[], bytes] | None = None) -> None:
+                 unpredictable: Callable[[], bytes] | None = None,
+                 ca_keys: dict[tuple[bytes, int], tuple[int, int]] | None = None) -> None:
         import os
         self._transmit = transmit
         self.amount, self.pin, self.issuer = amount, pin, issuer
@@ -80,6 +82,8 @@ class Terminal:
         self.now = today or dt.datetime.now()
         self._un = unpredictable or (lambda: os.urandom(4))
         self.result = Result()
+        self.ca_keys = dict(ca_keys or {})
+        self._static = b""
 
     # -- the exchange -----------------------------------------------------------------------
     def send(self, name: str, apdu: bytes, detail: str = "", ok: tuple[int, ...] = (0x9000,)) -> tuple[bytes, int]:
@@ -108,8 +112,7 @@ class Terminal:
             aid = self.select_application()
             aip, afl = self.initiate(aid)
             self.read_records(afl)
-            self.note("offline data authentication", "not performed")
-            self.result.tvr[0] |= 0x80
+            self.authenticate_offline(aid, aip)
             self.restrictions()
             self.verify_cardholder()
             self.risk_management()
@@ -169,6 +172,8 @@ class Terminal:
                 rec, _ = self.send(f"READ RECORD SFI {sfi} record {n}", build(0x00, 0xB2, n, (sfi << 3) | 4, None, 0))
                 if rec[:1] != b"\x70":
                     raise TerminalError(f"SFI {sfi} record {n} is not a template 70")
+                if n < first + afl[i + 3]:
+                    self._static += _find(rec, 0x70) or b""
                 for tag, value in _flatten(rec).items():
                     if tag in seen:
                         # Book 3 §10.2: a primitive data object twice in the AFL's records terminates.
@@ -180,6 +185,26 @@ class Terminal:
                 raise TerminalError(f"mandatory data object {tag:X} missing")
         pan = self.result.data[0x5A].hex().upper().rstrip("F")
         self.note("records read", f"PAN ...{pan[-4:]}, expiry {self.result.data[0x5F24].hex()[:4]}")
+
+    def authenticate_offline(self, aid: bytes, aip: bytes) -> None:
+        """SDA (Book 2 §5): recover the issuer key from its certificate, then the signed static data."""
+        if not aip[0] & 0x40:
+            self.result.tvr[0] |= 0x80
+            self.note("offline data authentication", "not performed (the card offers no SDA)")
+            return
+        d = self.result.data
+        ca = self.ca_keys.get((aid[:5], (d.get(0x8F) or b"\xff")[0]))
+        if ca is None:
+            self.result.tvr[0] |= 0x80
+            self.note("offline data authentication", "not performed (no CA public key for the card's index)")
+            return
+        static = self._static + b"".join(d.get(t, b"") for t, _ in _tag_list(d.get(0x9F4A, b"")))
+        why = sda_failure(ca, d, static)
+        if why:
+            self.result.tvr[0] |= 0x40
+            self.note("offline data authentication", f"SDA failed: {why}")
+        else:
+            self.note("offline data authentication", "SDA passed")
 
     def restrictions(self) -> None:
         expiry = self.result.data[0x5F24].hex()
@@ -312,6 +337,56 @@ class Terminal:
                 value = value.rjust(n, b"\x00")[-n:]
             out += value[:n].ljust(n, b"\x00")
         return out
+
+
+def _recover(key: tuple[int, int], data: bytes) -> bytes:
+    n, e = key
+    size = (n.bit_length() + 7) // 8
+    if len(data) != size:
+        raise TerminalError(f"a signature of {len(data)} bytes under a {size}-byte key")
+    return pow(int.from_bytes(data, "big"), e, n).to_bytes(size, "big")
+
+
+def sda_failure(ca: tuple[int, int], d: dict[int, bytes], static: bytes) -> str | None:
+    """Why SDA fails (None when it passes): Book 2 §5.3 steps for 90, then §5.4 for 93."""
+    import hashlib
+    try:
+        cert = _recover(ca, d.get(0x90, b""))
+    except TerminalError as e:
+        return str(e)
+    if cert[0] != 0x6A or cert[-1] != 0xBC or cert[1] != 0x02:
+        return "the issuer certificate does not recover"
+    body, digest = cert[1:-21], cert[-21:-1]
+    exponent, remainder = d.get(0x9F32, b""), d.get(0x92, b"")
+    if hashlib.sha1(body + remainder + exponent).digest() != digest:
+        return "the issuer certificate's hash is wrong"
+    pan = d.get(0x5A, b"").hex().upper()
+    issuer_id = cert[2:6].hex().upper().rstrip("F")
+    if not pan.startswith(issuer_id):
+        return "the issuer identifier does not match the PAN"
+    length = cert[13]
+    modulus = (cert[15:-21] + remainder)[:length]
+    issuer = (int.from_bytes(modulus, "big"), int.from_bytes(exponent, "big"))
+    try:
+        ssad = _recover(issuer, d.get(0x93, b""))
+    except TerminalError as e:
+        return str(e)
+    if ssad[0] != 0x6A or ssad[-1] != 0xBC or ssad[1] != 0x03:
+        return "the signed static data does not recover"
+    if hashlib.sha1(ssad[1:-21] + static).digest() != ssad[-21:-1]:
+        return "the static data's hash is wrong"
+    return None
+
+
+def _tag_list(tags: bytes) -> list[tuple[int, int]]:
+    out, i = [], 0
+    while i < len(tags):
+        tag = tags[i]
+        i += 1
+        if tag & 0x1F == 0x1F:
+            tag, i = (tag << 8) | tags[i], i + 1
+        out.append((tag, 0))
+    return out
 
 
 def _parse_dol(dol: bytes) -> list[tuple[int, int]]:

@@ -146,3 +146,51 @@ def test_perso_check_rejects_a_pan_with_a_wrong_check_digit(tmp_path):
 def test_the_example_cardholder_file_has_only_valid_pans():
     rows = cardholders.read_csv("examples/cardholders.csv")
     assert rows and all(check_pan(h["pan"]) is None for _, h in rows)
+
+
+# ---- SDA, checked with cryptography's RSA keys and hashes (not with our terminal) ------------
+
+def _recover(pub, data: bytes) -> bytes:
+    nums = pub.public_numbers()
+    size = pub.key_size // 8
+    return pow(int.from_bytes(data, "big"), nums.e, nums.n).to_bytes(size, "big")
+
+
+def _sha1(data: bytes) -> bytes:
+    from cryptography.hazmat.primitives import hashes
+    h = hashes.Hash(hashes.SHA1())
+    h.update(data)
+    return h.finalize()
+
+
+def test_sda_issuer_certificate_and_signed_static_data_verify_under_the_published_ca_key(tmp_path):
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from personalize.keys import ca_public_key
+    keys_path = tmp_path / "keys.json"
+    assert CliRunner().invoke(main, ["keys", "new", str(keys_path), "--demo"],
+                              env={"SSCARD_KEYS_PASSPHRASE": "x"}).exit_code == 0
+    rid, index, n, e = ca_public_key(keys_path)                    # published: no passphrase needed
+    ca = rsa.RSAPublicNumbers(e, n).public_key()
+    c = card()
+    records = afl_records(c)
+    data = {}
+    for rec in records:
+        data.update(dict(parse(find(rec, 0x70))))
+    assert rid == bytes.fromhex("A000000333") and data[0x8F][0] == index
+    cert = _recover(ca, data[0x90])
+    assert cert[:2] == b"\x6a\x02" and cert[-1] == 0xBC
+    assert _sha1(cert[1:-21] + data.get(0x92, b"") + data[0x9F32]) == cert[-21:-1]
+    modulus = (cert[15:-21] + data.get(0x92, b""))[: cert[13]]
+    issuer = rsa.RSAPublicNumbers(int.from_bytes(data[0x9F32], "big"), int.from_bytes(modulus, "big")).public_key()
+    ssad = _recover(issuer, data[0x93])
+    assert ssad[:2] == b"\x6a\x03" and ssad[-1] == 0xBC
+    gpo = find(ok(c, SELECT_BANK) and ok(c, "80A8000002830000"), 0x80)
+    aip, afl = gpo[:2], gpo[2:]
+    static = b""
+    for i in range(0, len(afl), 4):
+        sfi, first, oda = afl[i] >> 3, afl[i + 1], afl[i + 3]
+        for n_ in range(first, first + oda):
+            static += find(ok(c, f"00B2{n_:02X}{(sfi << 3) | 4:02X}00"), 0x70)
+    assert data[0x9F4A] == b"\x82"
+    assert _sha1(ssad[1:-21] + static + aip) == ssad[-21:-1]

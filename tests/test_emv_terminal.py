@@ -87,3 +87,32 @@ def test_sscard_pay_refuses_a_bad_amount_in_one_line(made, amount):
     _, img = made
     r = CliRunner().invoke(main, ["pay", "--image", img, "--amount", amount], env=PASS)
     assert r.exit_code == 2 and "--amount" in r.output
+
+
+def _demo_ca():
+    from personalize.emv_keys import CA_INDEX, CA_KEY, RID
+    return {(RID, CA_INDEX): keys().rsa_public(CA_KEY)}
+
+
+def test_sda_passes_with_the_published_ca_key_and_fails_on_altered_data():
+    c = active_card()
+    r = Terminal(c.transmit, 1234, floor_limit=10000, ca_keys=_demo_ca()).run()
+    assert any(s.detail == "SDA passed" for s in r.steps) and not r.tvr[0] & 0xC0
+
+    def altered(apdu: bytes) -> bytes:                         # the expiry in SFI 2 record 1, changed
+        resp = c.transmit(apdu)
+        return resp.replace(bytes.fromhex("5F2403340131"), bytes.fromhex("5F2403390131"))
+    r = Terminal(altered, 1234, floor_limit=10000, ca_keys=_demo_ca()).run()
+    assert r.tvr[0] & 0x40 and any("static data's hash" in s.detail for s in r.steps)
+
+
+def test_without_the_ca_key_sda_is_not_performed():
+    r = Terminal(active_card().transmit, 1234, floor_limit=10000).run()
+    assert r.tvr[0] & 0x80 and any("not performed" in s.detail for s in r.steps)
+
+
+def test_pay_trusts_the_ca_key_published_in_the_key_file_without_its_passphrase(made):
+    keys_path, img = made
+    r = CliRunner().invoke(main, ["pay", "--image", img, "--amount", "1", "--floor-limit", "100", "--ca", keys_path],
+                           env={})
+    assert r.exit_code == 0 and "SDA passed" in r.output, r.output

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::cryptography.utils.Cryptography
 
 SELECT_BANK = "00A4040008A000000333010101"
 AC_TAGS = ("9F02", "9F03", "9F1A", "95", "5F2A", "9A", "9C", "9F37")
+AIP = "5C00"                                                    # SDA, CVM, risk management, issuer auth.
 
 
 def terminal_data(amount: int = 1234, un: str = "11223344", tvr: str = "0000000000") -> dict[str, str]:
@@ -43,7 +44,7 @@ def icc_ac_key() -> bytes:
 def expected_ac(t: dict[str, str], atc: int, iad: bytes) -> bytes:
     """The cryptogram as an issuer host computes it, with pyemv (not our code)."""
     sk = pyemv_kd.derive_common_sk(icc_ac_key(), atc.to_bytes(2, "big") + bytes(6))
-    data = bytes.fromhex("".join(t[k] for k in AC_TAGS) + "1C00") + atc.to_bytes(2, "big") + iad[3:7]
+    data = bytes.fromhex("".join(t[k] for k in AC_TAGS) + AIP) + atc.to_bytes(2, "big") + iad[3:7]
     return pyemv_ac.generate_ac(sk, data)
 
 

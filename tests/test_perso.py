@@ -32,7 +32,7 @@ def keyfile(tmp_path):
     provider = keys()
     path = tmp_path / "keys.json"
     save_key_file(path, {n: (provider.algorithm(KeyRef(n)), provider.value_for_plain_load(KeyRef(n)), 1)
-                         for n in provider.names()}, PASS)
+                         for n in provider.names()}, PASS, provider.rsa_keys())
     return str(path)
 
 
