@@ -24,14 +24,20 @@ fi
 stamp=.venv/.sscard-installed
 if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
     echo "setup: installing sscard into .venv (log: .venv/install.log)"
-    if ! { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e ".[test,bench]" \
-            && .venv/bin/pip install -q --no-deps "emv==1.0.14"; } \
+    if ! { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e ".[test,bench]"; } \
             > .venv/install.log 2>&1; then
         tail -30 .venv/install.log
         echo "setup: pip install failed; the whole log is .venv/install.log" >&2
         exit 1
     fi
-    # PyPI emv (emvtool) pins click 7 and pyscard 2.0.0; it runs with ours, so it goes in without
-    # its pins, its two other needs (pycountry, terminaltables) coming from the test extra.
     touch "$stamp"
+fi
+
+# PyPI emv (emvtool, the EMV tests' outside reader) pins click 7 and pyscard 2.0.0, which conflict
+# with ours (and it fails on newer pyscard), so it lives in a venv of its own inside .venv.
+if [[ ! -x .venv/emvtool/bin/emvtool ]]; then
+    echo "setup: installing emvtool into .venv/emvtool"
+    "$PY" -m venv .venv/emvtool
+    .venv/emvtool/bin/pip install -q "emv==1.0.14" > .venv/emvtool-install.log 2>&1 \
+        || { tail -30 .venv/emvtool-install.log; echo "setup: emvtool install failed" >&2; exit 1; }
 fi
