@@ -84,3 +84,26 @@ def test_conformance_on_a_saved_healthy_card_exits_zero(tmp_path):
     image.save(card(), path)
     res = CliRunner().invoke(main, ["conformance", "--image", str(path)])
     assert res.exit_code == 0, res.output
+
+
+class _Rewriting(InProcess):
+    """A transport that changes the card's answers, as a defective card would give them."""
+
+    def __init__(self, card, change):
+        super().__init__(card)
+        self.change = change
+
+    def transmit_raw(self, apdu: bytes) -> bytes:
+        return self.change(apdu, super().transmit_raw(apdu))
+
+
+def test_emv_cases_fail_on_a_pan_twice_in_the_afl_and_a_pse_without_a5_88():
+    def defective(apdu, resp):
+        if apdu[:4] == bytes.fromhex("80A80000") and resp[-2:] == b"\x90\x00":
+            return resp[:1] + bytes([resp[1] + 4]) + resp[2:-2] + bytes.fromhex("18010100") + resp[-2:]
+        if apdu[5:19] == b"1PAY.SYS.DDF01":
+            return bytes.fromhex("6F10840E") + b"1PAY.SYS.DDF01" + resp[-2:]
+        return resp
+    out = {o.id: o for o in runner.run(_Rewriting(card(), defective), prof(), keys(), destructive=False)}
+    assert out["EMV-02"].status == "fail" and "tag 5A" in out["EMV-02"].message
+    assert out["EMV-01"].status == "fail" and "A5/88" in out["EMV-01"].message
