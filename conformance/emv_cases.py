@@ -120,12 +120,26 @@ def emv_oda(ctx):
     aip, afl = _start(ctx)
     if not aip[0] & 0x60:
         raise CaseSkipped("the AIP claims neither SDA nor DDA")
-    tags = set()
-    for where, rec in _records(ctx, afl):
-        tags |= set(_tlv(rec, where))
+    data: dict[int, bytes] = {}
+    static = b""
+    records = _records(ctx, afl)
+    for where, rec in records:
+        data.update(_tlv(rec, where))
     need = {0x8F, 0x90, 0x9F32} | ({0x93} if aip[0] & 0x40 else set()) | ({0x9F46, 0x9F47} if aip[0] & 0x20 else set())
-    missing = sorted(need - tags)
+    missing = sorted(need - set(data))
     check(not missing, f"ODA data missing: {', '.join(f'{t:X}' for t in missing)}")
+    if not aip[0] & 0x40 or ctx.keys is None or not hasattr(ctx.keys, "rsa_public"):
+        return
+    from personalize.emv_keys import CA_KEY
+    from terminal.emv import sda_failure
+    for i in range(0, len(afl), 4):
+        sfi, first, oda = afl[i] >> 3, afl[i + 1], afl[i + 3]
+        for n in range(first, first + oda):
+            static += find(dict(records)[f"SFI {sfi} record {n}"], 0x70) or b""
+    tags = data.get(0x9F4A, b"")
+    static += aip if tags == b"\x82" else b""
+    why = sda_failure(ctx.keys.rsa_public(CA_KEY), data, static)
+    check(why is None, f"SDA does not verify under the key file's CA key: {why}")
 
 
 @case("EMV-04", "GENERATE AC: AAC and ARQC as asked, no second after a final one, none before GPO",

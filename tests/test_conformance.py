@@ -97,13 +97,16 @@ class _Rewriting(InProcess):
         return self.change(apdu, super().transmit_raw(apdu))
 
 
-def test_emv_cases_fail_on_a_pan_twice_in_the_afl_and_a_pse_without_a5_88():
+def test_emv_cases_fail_on_a_pan_twice_in_the_afl_a_pse_without_a5_88_and_a_bad_signature():
     def defective(apdu, resp):
         if apdu[:4] == bytes.fromhex("80A80000") and resp[-2:] == b"\x90\x00":
             return resp[:1] + bytes([resp[1] + 4]) + resp[2:-2] + bytes.fromhex("18010100") + resp[-2:]
         if apdu[5:19] == b"1PAY.SYS.DDF01":
             return bytes.fromhex("6F10840E") + b"1PAY.SYS.DDF01" + resp[-2:]
+        if apdu[:4] == bytes.fromhex("00B20224") and len(resp) > 20:         # a byte of the signed static data
+            return resp[:10] + bytes([resp[10] ^ 1]) + resp[11:]
         return resp
     out = {o.id: o for o in runner.run(_Rewriting(card(), defective), prof(), keys(), destructive=False)}
     assert out["EMV-02"].status == "fail" and "tag 5A" in out["EMV-02"].message
     assert out["EMV-01"].status == "fail" and "A5/88" in out["EMV-01"].message
+    assert out["EMV-03"].status == "fail" and "SDA does not verify" in out["EMV-03"].message
