@@ -440,14 +440,18 @@ def keys_new(path: str, profile: str | None, demo: bool, force: bool) -> None:
     if demo:
         provider = demo_issuer_keys(prof)
         masters = {n: (provider.algorithm(_ref(n)), provider.value_for_plain_load(_ref(n)), 1) for n in provider.names()}
+        rsa = provider.rsa_keys()
     else:
+        from personalize import emv_keys
         masters = {n: (prof.algorithm, FACTORY_KEY_VALUE if n == FACTORY_KEY else os.urandom(16), 1)
                    for n in master_names(prof)}
+        rsa = emv_keys.generate()
     try:
-        save_key_file(path, masters, passphrase, weak_ok=demo)
+        save_key_file(path, masters, passphrase, weak_ok=demo, rsa=rsa)
     except KeyFileError as e:
         _bad(str(e))
-    click.echo(f"{path}: {len(masters)} master keys for {prof.name}{' (demo keys)' if demo else ''}")
+    click.echo(f"{path}: {len(masters)} master keys and the EMV CA and issuer RSA keys for {prof.name}"
+               f"{' (demo keys)' if demo else ''}; the CA public key is published in the file")
 
 
 def _ref(name):
@@ -491,7 +495,8 @@ def keys_import_hsm(path: str, token: str) -> None:
     masters = {n: (software.algorithm(_ref(n)), software.value_for_plain_load(_ref(n)), software.version(n))
                for n in software.names()}
     try:
-        names = _pkcs11().import_keys(_token_uri(token), masters, {TRANSPORT_KEY}, _pkcs11_module(), _token_pin(token))
+        names = _pkcs11().import_keys(_token_uri(token), masters, {TRANSPORT_KEY}, _pkcs11_module(), _token_pin(token),
+                                      software.rsa_keys())
     except Pkcs11Error as e:
         _fail(str(e))
     finally:
@@ -529,6 +534,58 @@ def apdu(apdus: tuple[str, ...], image_path: str | None, reader: str | None, raw
     else:
         for r in rows:
             click.echo(f"{r['response']} {r['sw']}".strip())
+
+
+def _amount(ctx, param, text: str) -> int:
+    """An amount in yuan with at most two decimals, as minor units."""
+    import decimal
+    try:
+        value = decimal.Decimal(text)
+    except decimal.InvalidOperation:
+        raise click.BadParameter(f"{text!r} is not an amount like 12.34") from None
+    minor = value * 100
+    if value <= 0 or minor != minor.to_integral_value() or minor >= 10**12:
+        raise click.BadParameter(f"{text!r}: a positive amount with at most two decimals, below 10 000 000 000")
+    return int(minor)
+
+
+@main.command()
+@with_card
+@click.option("--amount", required=True, callback=_amount, help="Purchase amount in yuan, e.g. 12.34.")
+@click.option("--pin", "ask_pin", is_flag=True, help="Prompt for the bank PIN (offline PIN when the card asks).")
+@click.option("--keys", "keys_path", type=click.Path(dir_okay=False),
+              help="Issuer key file: the terminal goes online to an issuer host built on it.")
+@click.option("--floor-limit", default="0", callback=lambda c, p, v: 0 if v == "0" else _amount(c, p, v),
+              show_default=True, help="Terminal floor limit in yuan; above it the terminal asks to go online.")
+@click.option("--ca", "ca_path", type=click.Path(dir_okay=False, exists=True),
+              help="A key file whose published CA public key the terminal trusts for SDA (default: --keys).")
+@click.option("--json", "as_json", is_flag=True)
+def pay(image_path, reader, amount, ask_pin, keys_path, floor_limit, ca_path, as_json) -> None:
+    """A minimal EMV terminal: one purchase with the card's debit application, every step printed."""
+    from personalize.keys import ca_public_key
+    from terminal.emv import KeyFileIssuer, Terminal
+    provider = _keys(keys_path, required=False)
+    ca_keys = {}
+    for path in filter(None, (ca_path or keys_path,)):
+        try:
+            published = ca_public_key(path)
+        except (OSError, ValueError, KeyError):
+            _fail(f"{path}: no readable CA public key in it")
+        if published:
+            rid, index, n, e = published
+            ca_keys[(rid, index)] = (n, e)
+    pin = click.prompt("bank PIN", hide_input=True, err=True) if ask_pin else None
+    with _card_transport(image_path, reader) as t:
+        result = Terminal(t.transmit, amount, pin=pin, floor_limit=floor_limit, ca_keys=ca_keys,
+                          issuer=KeyFileIssuer(provider) if provider else None).run()
+    if as_json:
+        click.echo(json.dumps(result.as_dict(), indent=1))
+    else:
+        for step in result.steps:
+            click.echo(step.line())
+        click.echo(f"{amount // 100}.{amount % 100:02d}: {result.outcome}")
+    if result.outcome.startswith("terminated"):
+        sys.exit(1)
 
 
 @main.command()

@@ -137,3 +137,21 @@ def check_card_number(text: str, checked: bool = True) -> str | None:
         if int(text[8]) != expect:
             return f"check character should be {expect}"
     return None
+
+
+def luhn_digit(body: str) -> str:
+    """The ISO/IEC 7812-1 (Luhn) check digit that completes a PAN whose other digits are body."""
+    total = 0
+    for i, ch in enumerate(reversed(body)):
+        d = int(ch) * (2 if i % 2 == 0 else 1)
+        total += d - 9 if d > 9 else d
+    return str(-total % 10)
+
+
+def check_pan(text: str) -> str | None:
+    """Why a PAN is not a valid payment card number (12..19 digits, Luhn check digit), or None."""
+    if not re.fullmatch(r"[0-9]{12,19}", text):
+        return "must be 12..19 digits"
+    if luhn_digit(text[:-1]) != text[-1]:
+        return f"Luhn check digit should be {luhn_digit(text[:-1])}, not {text[-1]}"
+    return None

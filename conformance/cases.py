@@ -624,3 +624,6 @@ def psam_kiosk(ctx):
         check(ctx.authenticate("ssse", key_id) == 0x9000, f"EXTERNAL AUTHENTICATE {key_id:02X} with the PSAM's cryptogram")
         sent = [x.command for x in ctx.log if x.command.startswith(f"008200{key_id:02X}")]
         check(bool(sent) and sent[-1][8:10] == "10", f"EXTERNAL AUTHENTICATE {key_id:02X} was not sent with Lc 10")
+
+# The EMV cases of the debit application live in their own module; importing it registers them.
+from . import emv_cases  # noqa: E402,F401

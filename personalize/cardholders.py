@@ -2,7 +2,8 @@
 
 Columns (CSV header names): ssn, name, sex, ethnicity, birthplace, birth_date, card_number,
 issue_date, expiry_date, region, init_org; optional: card_type (default 3), person_id,
-first_region, pan, pan_expiry (YYMMDD). Dates are YYYYMMDD. Region codes are 6 digits.
+first_region, pan (Luhn-checked), pan_expiry (YYMMDD), name_latin (the bank card's
+cardholder name, EMV 5F20; default "/"). Dates are YYYYMMDD. Region codes are 6 digits.
 
 Every value is normalized once, when it is read (`normalize`): leading and trailing spaces go,
 names are NFC, codes NFKC (full-width digits become ASCII) and the ID and card number upper
@@ -16,13 +17,13 @@ import re
 import unicodedata
 from dataclasses import dataclass, field as dataclass_field
 
-from applets.encoding import ItemError, check_card_number, check_citizen_id, split_name
+from applets.encoding import ItemError, check_card_number, check_citizen_id, check_pan, luhn_digit, split_name
 
 from .profile import Profile
 
 REQUIRED = ("ssn", "name", "sex", "ethnicity", "birthplace", "birth_date", "card_number",
             "issue_date", "expiry_date", "region", "init_org")
-OPTIONAL = ("card_type", "person_id", "first_region", "pan", "pan_expiry")
+OPTIONAL = ("card_type", "person_id", "first_region", "pan", "pan_expiry", "name_latin")
 RID = "D156000005"
 SEXES = {"0": "unknown", "1": "male", "2": "female", "9": "unstated"}
 # The problem of a line the reader could not split into fields (never a CSV column name).
@@ -139,8 +140,10 @@ def check(holder: dict[str, str], profile: Profile, rules: Rules | None = None) 
         bad("card_type", "must be one digit or capital letter")
     if h.get("person_id") and not re.fullmatch(r"[0-9A-Za-z]{1,12}", h["person_id"]):
         bad("person_id", "must be up to 12 letters or digits")
-    if h.get("pan") and not re.fullmatch(r"[0-9]{12,19}", h["pan"]):
-        bad("pan", "must be 12..19 digits")
+    if h.get("pan") and (why := check_pan(h["pan"])):
+        bad("pan", why)
+    if h.get("name_latin") and not re.fullmatch(r"[ -~]{2,26}", h["name_latin"]):
+        bad("name_latin", "must be 2..26 printable ASCII characters")
     if h.get("pan_expiry") and _date(h["pan_expiry"], "%y%m%d", 6) is None:
         bad("pan_expiry", "must be a real date YYMMDD")
     return problems
@@ -200,8 +203,17 @@ def values(holder: dict[str, str], profile: Profile, factor: bytes, rules: Rules
     head, tail = split_name(h["name"], first, ext)
     out = {k: h.get(k, "") for k in REQUIRED + OPTIONAL}
     out.update(name=head.decode("gbk"), name_extension=tail.decode("gbk"),
-               card_id=card_id(h["region"], factor), card_type=h.get("card_type") or "3")
+               card_id=card_id(h["region"], factor), card_type=h.get("card_type") or "3",
+               name_latin=h.get("name_latin") or "/")
+    if out["pan"] and out["pan_expiry"]:
+        out["track2"] = track2(out["pan"], out["pan_expiry"])
     return out
+
+
+def track2(pan: str, expiry: str, service_code: str = "220") -> str:
+    """Track 2 equivalent data (EMV 57) as hex: PAN D YYMM service code, 0s to 37 digits, F."""
+    digits = f"{pan}D{expiry[:4]}{service_code}"
+    return digits.ljust(37, "0") + "F"
 
 
 def sample() -> dict[str, str]:
@@ -211,7 +223,8 @@ def sample() -> dict[str, str]:
         "birthplace": "330302", "birth_date": "19900307", "card_number": "A02796279",
         "issue_date": "20240115", "expiry_date": "20340115", "region": "330300",
         "init_org": "330300000001", "person_id": "330300000042", "first_region": "330300",
-        "pan": "6217990000001234567", "pan_expiry": "340131",
+        # A 16-digit PAN: PyPI emvtool cannot show the F-padded odd-length ones.
+        "pan": "6217990000123453", "pan_expiry": "340131", "name_latin": "ZHANG/XIAOYAN",
     }
 
 
@@ -402,8 +415,12 @@ def generate(n: int, seed: int = 1, region: str = "330300", start: int = 0) -> l
                     "birth_date": birth, "card_number": body + str(check), "issue_date": "20250310",
                     "expiry_date": "20350310", "region": region, "init_org": region + "000001",
                     "person_id": f"{region[:4]}{i:08d}", "first_region": region,
-                    "pan": f"621799{i:013d}", "pan_expiry": "350331"})
+                    "pan": _pan(f"621799{i:012d}"), "pan_expiry": "350331"})
     return out
+
+
+def _pan(body: str) -> str:
+    return body + luhn_digit(body)
 
 
 def write_csv(path: str, holders: list[dict[str, str]]) -> None:

@@ -23,7 +23,7 @@ from .fmcos import Step
 from terminal.factors import Factors, city_factor
 from terminal.security import KeyRef
 from .profile import DFDecl, FileDecl, Item, KeyDecl, Profile
-from .script import Authenticate, KeyLoad, ScriptItem
+from .script import Authenticate, Computed, KeyLoad, ScriptItem
 
 FACTORY_KEY = "FACTORY"      # the blank card's MF key 00, as its vendor ships it
 TRANSPORT_KEY = "TRANSPORT"  # every DF's key 39/00 between initialization and personalization
@@ -132,9 +132,12 @@ def _value(it: Item, values: dict[str, str], zero: bool) -> bytes:
     else:
         source = values[it.field]
     try:
-        return encode(it.fmt, it.length, source)
+        raw = encode(it.fmt, it.length, source)
     except ValueError as e:
         raise DataError(f"{it.field or it.name or f'tag {it.tag:02X}'}: {e}") from None
+    if it.variable:
+        raw = raw.rstrip(b"\xff" if it.fmt == "cn" else b"\x00")
+    return raw
 
 
 def personal_records(profile: Profile, values: dict[str, str]) -> list[Record]:
@@ -176,30 +179,47 @@ def perso_script(profile: Profile, values: dict[str, str], factor: bytes | Facto
                 rec = _record(k, 0, pin_bytes(k.initial_pin))
                 out.append(KeyLoad(0x01, k.id, rec.write_data(), None, transport, f"{here}: PIN {k.id:02X}"))
             else:
-                out.append(KeyLoad(0x01, k.id, _prefix(k), card_key(k, factors), transport,
+                out.append(KeyLoad(0x01, k.id, _prefix(k), card_key(k, factors, values), transport,
                                    f"{here}: key {k.type:02X}/{k.id:02X}"))
         out.append(KeyLoad(KEY_EXTERNAL, 0x00, _prefix(master), card_key(master, factors), transport,
                            f"{here}: key 39/00 = card master key"))
-        out += _data_steps(profile, df, path, records, factors, here)
+        out += _data_steps(profile, df, path, records, factors, here, values)
     return out
 
 
-def card_key(k: KeyDecl, factor: bytes | Factors, city: bytes | None = None) -> KeyRef:
-    """The reference of a card key: its master key and the factors of the levels the profile gives it."""
-    if isinstance(factor, Factors):
-        factor, city = factor.card, factor.city
+def card_key(k: KeyDecl, factor: bytes | Factors, values: dict[str, str] | None = None) -> KeyRef:
+    """The reference of a card key: its master key and the factors of the levels the profile gives
+    it (an EMV card key: the PAN)."""
+    if k.diversify == "pan":
+        if not values or not values.get("pan"):
+            raise DataError(f"{k.master}: an EMV card key is diversified by the PAN, and the cardholder has none")
+        return PanKeyRef(k.master, emv_factor(values["pan"], values.get("psn") or "00"))
+    factors = factor if isinstance(factor, Factors) else Factors(factor, None)
     higher = []
     for level in reversed(k.levels):
         if level == "city":
-            if city is None:
+            if factors.city is None:
                 raise DataError(f"key {k.master}: its city level needs the card's region (EF05 tag 01)")
-            higher.append(city)
+            higher.append(factors.city)
         elif level == "province":
             raise DataError(f"key {k.master}: a province level is not supported")
-    return KeyRef(k.master, factor if "card" in k.levels else None, tuple(higher))
+    return KeyRef(k.master, factors.card if "card" in k.levels else None, tuple(higher))
 
 
-def _data_steps(profile: Profile, df: DFDecl, path, records: list[Record], factor: Factors, here: str) -> list[ScriptItem]:
+class PanKeyRef(KeyRef):
+    """A card key diversified by the PAN: printed scripts and journals name it without the PAN."""
+
+    def __str__(self) -> str:
+        return f"{self.name}⊕PAN"
+
+
+def emv_factor(pan: str, psn: str = "00") -> bytes:
+    """EMV Book 2 A1.4.1 option A: the rightmost 16 digits of PAN ‖ PSN (left-padded with 0s)."""
+    return bytes.fromhex((pan + psn)[-16:].rjust(16, "0"))
+
+
+def _data_steps(profile: Profile, df: DFDecl, path, records: list[Record], factor: Factors, here: str,
+                values: dict[str, str]) -> list[ScriptItem]:
     out: list[ScriptItem] = []
     authenticated = None
     for f in df.files:
@@ -214,8 +234,12 @@ def _data_steps(profile: Profile, df: DFDecl, path, records: list[Record], facto
             out.append(Authenticate(key_id, ref, f"{here}: key {key_id:02X} to write {f.spec.fid:04X}"))
             authenticated = key_id
         for r in mine:
-            out.append(Step(build(0x00, 0xDC, r.number, (r.sfi << 3) | 0x04, r.data),
-                            f"{here}/{f.spec.fid:04X}: record {r.number} (tag {r.item.tag:02X})", secret=True))
+            note = f"{here}/{f.spec.fid:04X}: record {r.number} (tag {r.item.tag:02X})"
+            if _signed(r.item):
+                out.append(Computed(_signed_record(profile, values, r), f"00DC{r.number:02X}{(r.sfi << 3) | 4:02X}.. "
+                                    "<signed by the issuer RSA key>", note))
+            else:
+                out.append(Step(build(0x00, 0xDC, r.number, (r.sfi << 3) | 0x04, r.data), note, secret=True))
     return out
 
 
@@ -244,3 +268,64 @@ def _key_for(profile: Profile, path: tuple[int, ...], key_id: int) -> KeyDecl:
                     if k.type == KEY_EXTERNAL and k.id == key_id:
                         return k
     raise DataError(f"no external key {key_id:02X} above {path}")
+
+
+# ---- offline data authentication ----------------------------------------------------------------
+
+ODA_FIELDS = ("emv_ca_index", "emv_issuer_cert", "emv_issuer_remainder", "emv_issuer_exponent", "emv_ssad")
+
+
+def _signed(it: Item) -> bool:
+    return it.field in ODA_FIELDS or any(_signed(c) for c in it.children)
+
+
+def _signed_record(profile: Profile, values: dict[str, str], r: Record):
+    def make(keys) -> bytes:
+        data = encode_item(r.item, {**values, **oda_values(profile, values, keys)})
+        return build(0x00, 0xDC, r.number, (r.sfi << 3) | 0x04, data)
+    return make
+
+
+def oda_values(profile: Profile, values: dict[str, str], keys) -> dict[str, str]:
+    """The CA index, issuer certificate and signed static data of one card (EMV Book 2 §5)."""
+    from .emv_keys import issuer_certificate, signed_static_data
+    if not values.get("pan"):
+        raise DataError("pan: the signed static data of the bank application needs the PAN")
+    cert = issuer_certificate(keys, values["pan"], ISSUER_CERT_EXPIRY)
+    ssad = signed_static_data(keys, static_data(profile, values))
+    return {"emv_ca_index": cert[0x8F].hex(), "emv_issuer_cert": cert[0x90].hex(),
+            "emv_issuer_remainder": cert.get(0x92, b"").hex(), "emv_issuer_exponent": cert[0x9F32].hex(),
+            "emv_ssad": ssad.hex()}
+
+
+ISSUER_CERT_EXPIRY = "1250"  # [ours] MMYY: the test issuer certificate outlives every card
+
+
+def static_data(profile: Profile, values: dict[str, str]) -> bytes:
+    """What SDA signs: the AFL's ODA records (template values, SFI 1-10) and the 9F4A tags (AIP)."""
+    path, df = profile.role("financial")
+    params = {c.tag: _value(c, values, False) for f in df.files for it in f.items for c in it.children}
+    afl, aip = params.get(0x94, b""), params.get(0x82, b"")
+    files = {f.spec.sfi: f for f in df.files}
+    out = b""
+    for i in range(0, len(afl), 4):
+        sfi, first, oda = afl[i] >> 3, afl[i + 1], afl[i + 3]
+        for n in range(first, first + oda):
+            record = encode_item(files[sfi].items[n - 1], values)
+            out += record[2:]
+    return out + (aip if params.get(0x9F4A, b"\x82") == b"\x82" else b"")
+
+
+def as_stored(record: bytes) -> bytes:
+    """A record as written (SIMPLE-TLV) from its answer to READ RECORD, which gives templates of
+    128 bytes or more in BER (70 81 xx)."""
+    if len(record) > 3 and record[1] == 0x81 and record[2] == len(record) - 3:
+        return record[:1] + record[2:]
+    return record
+
+
+def expected_record(profile: Profile, values: dict[str, str], rec: Record, keys) -> bytes:
+    """What a personal record holds once written: signed records need the issuer keys."""
+    if not _signed(rec.item):
+        return rec.data
+    return encode_item(rec.item, {**values, **oda_values(profile, values, keys)})

@@ -39,9 +39,10 @@ AUDIT_LABEL = b"sscard audit chain v1"
 class SoftwareKeys:
     """A key provider over master keys held in memory (loaded from a key file)."""
 
-    def __init__(self, masters: dict[str, tuple[Algorithm, bytes, int]]) -> None:
+    def __init__(self, masters: dict[str, tuple[Algorithm, bytes, int]], rsa: dict[str, bytes] | None = None) -> None:
         self._masters = dict(masters)
         self._audit_key: bytes | None = None
+        self._rsa = dict(rsa or {})  # EMV CA and issuer keys, PKCS#8 DER (personalize.emv_keys)
 
     def names(self) -> list[str]:
         return sorted(self._masters)
@@ -93,6 +94,24 @@ class SoftwareKeys:
         h.update(data)
         return h.finalize()
 
+    def _rsa_key(self, name: str) -> bytes:
+        if name not in self._rsa:
+            raise UnknownKey(f"the key file has no RSA key named {name!r} (a key file of `sscard keys new` has)")
+        return self._rsa[name]
+
+    def rsa_public(self, name: str) -> tuple[int, int]:
+        """(modulus, exponent) of an RSA key."""
+        from .emv_keys import public_numbers
+        return public_numbers(self._rsa_key(name))
+
+    def rsa_private_op(self, name: str, block: bytes) -> bytes:
+        """The RSA private operation on a formatted block (EMV certificates and signatures)."""
+        from .emv_keys import private_op
+        return private_op(self._rsa_key(name), block)
+
+    def rsa_keys(self) -> dict[str, bytes]:
+        return dict(self._rsa)
+
 
 # ---- the key file ------------------------------------------------------------------------------
 
@@ -125,19 +144,27 @@ def passphrase_problem(passphrase: str) -> str | None:
 
 
 def save_key_file(path: str | os.PathLike, masters: dict[str, tuple[Algorithm, bytes, int]], passphrase: str,
-                  weak_ok: bool = False) -> None:
-    """Write master keys encrypted under a passphrase (scrypt + AES-256-GCM), atomically, mode 600;
-    a weak passphrase only for published demo keys (weak_ok)."""
+                  weak_ok: bool = False, rsa: dict[str, bytes] | None = None) -> None:
+    """Write master keys (and RSA keys) encrypted under a passphrase (scrypt + AES-256-GCM), atomically,
+    mode 600; a weak passphrase only for published demo keys (weak_ok).
+
+    The EMV CA's public key is published in clear beside them, for terminals to load.
+    """
     if not weak_ok and (why := passphrase_problem(passphrase)):
         raise KeyFileError(f"{path}: {why}")
-    plain = json.dumps({name: {"algorithm": alg.value, "value": v.hex().upper(), "version": ver}
-                        for name, (alg, v, ver) in masters.items()}).encode()
+    secret = {name: {"algorithm": alg.value, "value": v.hex().upper(), "version": ver}
+              for name, (alg, v, ver) in masters.items()}
+    if rsa:
+        secret[RSA_SECTION] = {name: der.hex().upper() for name, der in rsa.items()}
+    plain = json.dumps(secret).encode()
     salt, nonce = os.urandom(16), os.urandom(12)
     key = _kdf(salt).derive(passphrase.encode())
     body = AESGCM(key).encrypt(nonce, plain, FORMAT.encode())
     doc = {"format": FORMAT, "version": 1, "kdf": "scrypt-n16384-r8-p1", "salt": salt.hex(),
            "nonce": nonce.hex(), "ciphertext": body.hex(),
            "names": sorted(masters)}
+    if rsa:
+        doc["ca_public"] = _ca_public(rsa)
     target = Path(path)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     # O_EXCL: a temporary left by a crash (perhaps with looser rights) is never reused.
@@ -186,6 +213,28 @@ def load_key_file(path: str | os.PathLike, passphrase: str | None = None) -> Sof
     except (KeyError, ValueError):
         raise KeyFileError(f"{path}: key file is damaged") from None
     masters = {}
-    for name, k in json.loads(plain).items():
+    secret = json.loads(plain)
+    rsa = {name: bytes.fromhex(v) for name, v in secret.pop(RSA_SECTION, {}).items()}
+    for name, k in secret.items():
         masters[name] = (Algorithm(k["algorithm"]), bytes.fromhex(k["value"]), int(k.get("version", 1)))
-    return SoftwareKeys(masters)
+    return SoftwareKeys(masters, rsa)
+
+
+RSA_SECTION = "__rsa__"  # inside the encrypted part, beside the master keys
+
+
+def _ca_public(rsa: dict[str, bytes]) -> dict:
+    from .emv_keys import CA_INDEX, CA_KEY, RID, public_numbers
+    if CA_KEY not in rsa:
+        return {}
+    n, e = public_numbers(rsa[CA_KEY])
+    return {"rid": RID.hex().upper(), "index": f"{CA_INDEX:02X}", "modulus": f"{n:X}", "exponent": f"{e:X}"}
+
+
+def ca_public_key(path: str | os.PathLike) -> tuple[bytes, int, int, int] | None:
+    """The CA public key a key file publishes in clear: (RID, index, modulus, exponent), no passphrase."""
+    doc = json.loads(Path(path).read_text())
+    ca = doc.get("ca_public")
+    if not ca:
+        return None
+    return bytes.fromhex(ca["rid"]), int(ca["index"], 16), int(ca["modulus"], 16), int(ca["exponent"], 16)

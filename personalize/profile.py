@@ -20,7 +20,7 @@ import yaml
 from cardos.access import AccessError, compile_access
 from cardos.card import CosConfig
 from cardos.crypto import Algorithm
-from cardos.files import (KEY_EXTERNAL, KEY_INTERNAL, KEY_MAINTENANCE, KEY_PIN, KEY_PIN_RELOAD,
+from cardos.files import (KEY_DES_ENC, KEY_DES_MAC, KEY_EXTERNAL, KEY_INTERNAL, KEY_MAINTENANCE, KEY_PIN, KEY_PIN_RELOAD,
                           KEY_PIN_UNBLOCK, CyclicEF, DedicatedFile, ElementaryFile, KeyFile,
                           LinearFixedEF, TransparentEF, VariableRecordEF)
 from cardos.filesystem import MF_OVERHEAD
@@ -28,7 +28,8 @@ from cardos.tlv import tlv
 from terminal.psam import BFDE, DES_INIT, PSAM_AID, PsamKeySlot
 
 KEY_TYPES = {"external": KEY_EXTERNAL, "maintenance": KEY_MAINTENANCE, "pin_unblock": KEY_PIN_UNBLOCK,
-             "pin_reload": KEY_PIN_RELOAD, "internal": KEY_INTERNAL, "pin": KEY_PIN}
+             "pin_reload": KEY_PIN_RELOAD, "internal": KEY_INTERNAL, "pin": KEY_PIN,
+             "des_enc": KEY_DES_ENC, "des_mac": KEY_DES_MAC}
 FORMATS = ("b", "cn", "an", "gbk", "n", "tlv")
 BUILTIN = ("default", "sm4-3.00", "ss-1.00")
 
@@ -48,6 +49,7 @@ class Item:
     value: str | None = None
     name: str = ""
     children: tuple["Item", ...] = ()
+    variable: bool = False  # inside a tlv item: padding (F digits, 00 bytes) dropped, as EMV stores 5A, 5F20
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ class KeyDecl:
     state: int
     tries: int
     initial_pin: str | None = None
-    diversify: bool = True
+    diversify: bool | str = True  # True: by the card factor; "pan": EMV option A (PAN ‖ PSN)
     algorithm: Algorithm = Algorithm.TDES
     where: str = ""
     levels: tuple[str, ...] = ("card",)   # diversification levels, highest first (psam.md §2)
@@ -372,7 +374,11 @@ def _key(k: dict, where: str, alg: Algorithm, access) -> KeyDecl:
     master = k.get("master")
     if not master:
         raise ProfileError(f"{where}.master: name the issuer master key it derives from")
-    levels = _levels(k.get("diversify", True), f"{where}.diversify")
+    diversify = k.get("diversify", True)
+    if diversify == "pan":
+        # An EMV card key: diversified by the PAN (EMV Book 2 option A), not by the chip.
+        return KeyDecl(t, kid, str(master), use, change, state, tries, None, "pan", alg, where, ())
+    levels = _levels(diversify, f"{where}.diversify")
     return KeyDecl(t, kid, str(master), use, change, state, tries, None, bool(levels), alg, where, levels)
 
 
@@ -381,7 +387,7 @@ def _levels(v, where: str) -> tuple[str, ...]:
     if isinstance(v, bool):
         return ("card",) if v else ()
     if not isinstance(v, list) or any(x not in LEVELS for x in v) or len(set(v)) != len(v):
-        raise ProfileError(f"{where}: true, false or a list of {', '.join(LEVELS)} (highest first)")
+        raise ProfileError(f"{where}: true, false, pan or a list of {', '.join(LEVELS)} (highest first)")
     order = [LEVELS.index(x) for x in v]
     if order != sorted(order):
         raise ProfileError(f"{where}: levels go from the highest down ({', '.join(LEVELS)})")
@@ -453,7 +459,11 @@ def _item(it: dict, where: str, nested: bool = False) -> Item:
     length = _int(it.get("length"), f"{where}.length")
     if not 1 <= length <= 0xFD:
         raise ProfileError(f"{where}.length: {length} is not 1..253")
-    return Item(tag, fmt, length, str(fld) if fld else None, None if value is None else str(value), name)
+    variable = bool(it.get("variable", False))
+    if variable and (not nested or fmt not in ("cn", "an")):
+        raise ProfileError(f"{where}.variable: only cn and an items inside a tlv item have a variable length")
+    return Item(tag, fmt, length, str(fld) if fld else None, None if value is None else str(value), name,
+                variable=variable)
 
 
 def _check_budget(mf: DFDecl, capacity: int) -> None:

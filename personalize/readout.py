@@ -125,7 +125,8 @@ def _flat(items):
 
 
 def _decode_record(it: Item, data: bytes, out: Readout, role: str) -> None:
-    value = data[2:]
+    from .compile import as_stored
+    value = as_stored(data)[2:]
     if it.tag == LIFE_TAG and it.fmt == "an":
         out.life[role] = STATES.get(decode("an", value), decode("an", value))
         return

@@ -50,7 +50,16 @@ class Secured:
     expect: tuple[int, ...] = (0x9000,)
 
 
-ScriptItem = Step | Authenticate | KeyLoad | Secured
+@dataclass(frozen=True)
+class Computed:
+    """A command whose data the key provider must compute first (signed EMV records): make(keys) -> APDU."""
+
+    make: Callable[[SecurityModule], bytes]
+    shown: str
+    note: str = ""
+
+
+ScriptItem = Step | Authenticate | KeyLoad | Secured | Computed
 
 
 class ScriptError(RuntimeError):
@@ -108,6 +117,8 @@ def run(transmit: Transmit, script: Iterable[ScriptItem], keys: SecurityModule |
             sealed = (keys.seal_key_record(item.under, item.prefix, item.target) if item.target
                       else keys.seal(item.under, item.prefix))
             flows.secured(tsend, keys, item.under, 0x84, 0xD4, item.p1, item.key_id, sealed, item.note)
+        elif isinstance(item, Computed):
+            send(i, item.make(keys), item.note, False)
         elif isinstance(item, Secured):
             flows.secured(tsend, keys, item.ref, item.cla, item.ins, item.p1, item.p2, item.body, item.note)
         else:
@@ -148,6 +159,8 @@ def render(script: Iterable[ScriptItem], keys: SecurityModule | None = None, rev
             what = f"key {item.target}" if item.target else "record"
             lines.append(f"{'0084000008':<48} # {i}: {item.note}: challenge")
             lines.append(f"{f'84D4{item.p1:02X}{item.key_id:02X}.. seal({item.under}, {what}) MAC':<48} # {i}: {item.note}")
+        elif isinstance(item, Computed):
+            lines.append(f"{item.shown:<48} # {i}: {item.note}")
         elif isinstance(item, Secured):
             lines.append(f"{'0084000008':<48} # {i}: {item.note}: challenge")
             body = item.body.hex().upper() if reveal else f"<{len(item.body)} bytes>"

@@ -6,7 +6,7 @@ from terminal import apdus, flows
 from terminal.factors import Factors
 from terminal.security import SecurityModule
 
-from .compile import personal_records
+from .compile import as_stored, expected_record, personal_records
 from .profile import Profile
 from .readout import authenticate_reader
 
@@ -35,7 +35,7 @@ def verify_card(transport, profile: Profile, values: dict[str, str], keys: Secur
         where = f"{'/'.join(f'{p:04X}' for p in rec.path)} record {rec.number} (tag {rec.item.tag:02X})"
         if sw != 0x9000:
             raise VerifyError(f"read-back: {where} answered {sw:04X}")
-        if data != rec.data:
+        if as_stored(data) != expected_record(profile, values, rec, keys):
             raise VerifyError(f"read-back: {where} differs from what was written")
         checked += 1
     return checked

@@ -54,7 +54,8 @@ def demo_issuer_keys(profile: Profile) -> SoftwareKeys:
     for name in master_names(profile):
         value = FACTORY_KEY_VALUE if name == FACTORY_KEY else hashlib.sha256(f"sscard demo key:{name}".encode()).digest()[:16]
         masters[name] = (profile.algorithm if name != FACTORY_KEY else profile.config.key_algorithm, value, 1)
-    return SoftwareKeys(masters)
+    from .emv_keys import DEMO
+    return SoftwareKeys(masters, DEMO)
 
 
 def initialize(card: Card, profile: Profile, keys) -> None:

@@ -32,3 +32,12 @@ if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
     fi
     touch "$stamp"
 fi
+
+# PyPI emv (emvtool, the EMV tests' outside reader) pins click 7 and pyscard 2.0.0, which conflict
+# with ours (and it fails on newer pyscard), so it lives in a venv of its own inside .venv.
+if [[ ! -x .venv/emvtool/bin/emvtool ]]; then
+    echo "setup: installing emvtool into .venv/emvtool"
+    "$PY" -m venv .venv/emvtool
+    .venv/emvtool/bin/pip install -q "emv==1.0.14" > .venv/emvtool-install.log 2>&1 \
+        || { tail -30 .venv/emvtool-install.log; echo "setup: emvtool install failed" >&2; exit 1; }
+fi

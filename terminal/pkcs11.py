@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.keywrap import aes_key_unwrap
 from PyKCS11 import LowLevel as LL
 
 from cardos.crypto import Algorithm, envelope, pad80
+from personalize.emv_keys import CA_KEY, ISSUER_KEY
 from personalize.keys import AUDIT_LABEL, KeyRef, UnknownKey
 
 from .uri import PIN_ENV, Pkcs11Error, Uri, module_path, parse_uri
@@ -137,6 +138,7 @@ class Pkcs11Keys:
         self._derived: dict[tuple, object] = {}
         self._audit_key: bytes | None = None
         self._keys, self._halves = self._find()
+        self._rsa = self._find_rsa()
 
     @classmethod
     def open(cls, text: str, module: str | None = None, pin: str | None = None) -> Pkcs11Keys:
@@ -157,6 +159,11 @@ class Pkcs11Keys:
                 keys[label] = KeyObject(h, meta[0], meta[1], bool(extractable))
         return keys, halves
 
+    def _find_rsa(self) -> dict[str, object]:
+        found = self._session.findObjects([(LL.CKA_CLASS, LL.CKO_PRIVATE_KEY), (LL.CKA_KEY_TYPE, LL.CKK_RSA),
+                                           (LL.CKA_TOKEN, True)])
+        return {str(self._session.getAttributeValue(h, [LL.CKA_LABEL])[0] or "").strip(): h for h in found}
+
     # ---- start-up checks ---------------------------------------------------------------------
 
     def names(self) -> list[str]:
@@ -166,8 +173,8 @@ class Pkcs11Keys:
         return self._master(name)
 
     def holds(self, name: str) -> bool:
-        """Whether the token has an object of this name (a master or its K1 companion)."""
-        return name in self._keys or name in self._halves
+        """Whether the token has an object of this name (a master, its K1 companion or an RSA key)."""
+        return name in self._keys or name in self._halves or name in self._rsa
 
     def require_profile(self, profile) -> None:
         """Refuse, before any card, a profile this token cannot serve (see require)."""
@@ -175,6 +182,11 @@ class Pkcs11Keys:
         algorithms = {profile.algorithm, profile.config.key_algorithm} | \
                      {k.algorithm for _, df in profile.walk() for k in df.keys if k.algorithm}
         self.require(master_names(profile), algorithms, profile.name)
+        if _signs_records(profile):
+            absent = [n for n in RSA_KEYS if n not in self._rsa]
+            if absent:
+                raise Pkcs11Error(f"token {self.uri.token} has no RSA key named {absent[0]!r}: profile "
+                                  f"{profile.name} signs EMV records (sscard keys import-hsm loads them)")
 
     def require(self, names: list[str], algorithms: set[Algorithm], profile_name: str) -> None:
         """Refuse, before any card, a profile whose mechanisms or keys the token lacks."""
@@ -275,6 +287,22 @@ class Pkcs11Keys:
     def version(self, name: str) -> int:
         return self._keys[name].version if name in self._keys else 0
 
+    def _rsa_key(self, name: str):
+        if name not in self._rsa:
+            raise UnknownKey(f"token {self.uri.token} has no RSA key named {name!r}")
+        return self._rsa[name]
+
+    def rsa_public(self, name: str) -> tuple[int, int]:
+        """(modulus, exponent) of an RSA key: public attributes of the token's private key object."""
+        with self._op():
+            n, e = self._session.getAttributeValue(self._rsa_key(name), [LL.CKA_MODULUS, LL.CKA_PUBLIC_EXPONENT])
+        return int.from_bytes(bytes(n), "big"), int.from_bytes(bytes(e), "big")
+
+    def rsa_private_op(self, name: str, block: bytes) -> bytes:
+        """The RSA private operation on a formatted block, inside the token (raw RSA, CKM_RSA_X_509)."""
+        with self._op():
+            return bytes(self._session.sign(self._rsa_key(name), block, PyKCS11.Mechanism(LL.CKM_RSA_X_509)))
+
     def audit_mac(self, data: bytes) -> bytes:
         """HMAC-SHA256 under the audit-chain key: the token's cryptogram of a fixed label under the
         first non-extractable master key (by name), so the master never leaves and a forger needs the token."""
@@ -364,6 +392,9 @@ class Pkcs11Keys:
         return aes_key_unwrap(wrap_key, wrapped)
 
 
+RSA_KEYS = (CA_KEY, ISSUER_KEY)
+
+
 def _checked(factor: bytes) -> bytes:
     if len(factor) != 8:
         raise ValueError(f"diversification factor must be 8 bytes, not {len(factor)}")
@@ -376,12 +407,39 @@ def _factor_data(alg: Algorithm, factor: bytes) -> bytes:
     return factor * 2 if alg is Algorithm.DES else factor + _inverse(factor)
 
 
+def _signs_records(profile) -> bool:
+    """Whether the profile writes records signed by the issuer RSA key (EMV SDA)."""
+    from personalize.compile import _signed
+    return any(_signed(it) for _, df in profile.walk() for f in df.files for it in f.items)
+
+
+def _rsa_template(name: str, der: bytes) -> list:
+    """A sensitive, non-extractable RSA private key object that can only sign (raw RSA)."""
+    from cryptography.hazmat.primitives import serialization
+    try:
+        nums = serialization.load_der_private_key(der, None).private_numbers()
+    except ValueError:
+        raise Pkcs11Error(f"{name}: not an RSA private key (PKCS#8 DER)") from None
+
+    def b(n: int) -> bytes:
+        return n.to_bytes((n.bit_length() + 7) // 8, "big")
+    pub = nums.public_numbers
+    return [(LL.CKA_CLASS, LL.CKO_PRIVATE_KEY), (LL.CKA_KEY_TYPE, LL.CKK_RSA), (LL.CKA_TOKEN, True),
+            (LL.CKA_PRIVATE, True), (LL.CKA_SENSITIVE, True), (LL.CKA_EXTRACTABLE, False),
+            (LL.CKA_SIGN, True), (LL.CKA_DECRYPT, False), (LL.CKA_LABEL, name),
+            (LL.CKA_MODULUS, b(pub.n)), (LL.CKA_PUBLIC_EXPONENT, b(pub.e)), (LL.CKA_PRIVATE_EXPONENT, b(nums.d)),
+            (LL.CKA_PRIME_1, b(nums.p)), (LL.CKA_PRIME_2, b(nums.q)), (LL.CKA_EXPONENT_1, b(nums.dmp1)),
+            (LL.CKA_EXPONENT_2, b(nums.dmq1)), (LL.CKA_COEFFICIENT, b(nums.iqmp))]
+
+
 # ---- import -------------------------------------------------------------------------------------
 
 def import_keys(text: str, masters: dict[str, tuple[Algorithm, bytes, int]], extractable: set[str],
-                module: str | None = None, pin: str | None = None) -> list[str]:
-    """Create every master key in the token as a sensitive object, non-extractable unless named in
-    `extractable`; checks everything before creating anything. Returns the names imported."""
+                module: str | None = None, pin: str | None = None, rsa: dict[str, bytes] | None = None) -> list[str]:
+    """Create every master key (and RSA key, PKCS#8 DER) in the token as a sensitive object,
+    non-extractable unless named in `extractable`; checks everything before creating anything.
+    Returns the names imported."""
+    rsa = dict(rsa or {})
     uri = parse_uri(text)
     path = module_path(module, uri)
     _, session, mechanisms = open_session(uri, path, _pin(pin))
@@ -395,14 +453,20 @@ def import_keys(text: str, masters: dict[str, tuple[Algorithm, bytes, int]], ext
                 raise Pkcs11Error(f"{name}: a {alg.value} key is {alg.key_length} bytes, not {len(value)}")
             if existing.holds(name):
                 raise Pkcs11Error(f"token {uri.token} already holds a key named {name!r}")
+        for name in sorted(rsa):
+            if existing.holds(name):
+                raise Pkcs11Error(f"token {uri.token} already holds a key named {name!r}")
+        rsa_templates = {name: _rsa_template(name, der) for name, der in rsa.items()}
         for name, (alg, value, version) in sorted(masters.items()):
             created.append(session.createObject(_key_template(name, alg, version, name in extractable)
                                                 + [(LL.CKA_VALUE, _as_des2(alg, value))]))
             if alg is Algorithm.TDES:
                 created.append(session.createObject(_key_template(name + HALF_SUFFIX, alg, version, False, False)
                                                     + [(LL.CKA_VALUE, value[:8] * 2)]))
+        for name, template in sorted(rsa_templates.items()):
+            created.append(session.createObject(template))
         created.clear()
-        return sorted(masters)
+        return sorted(masters) + sorted(rsa)
     except PyKCS11.PyKCS11Error as e:
         raise Pkcs11Error(f"token {uri.token}: import failed ({_rv(e)}); nothing was imported") from None
     finally:

@@ -27,7 +27,7 @@ def key_file(path, passphrase: str, name: str = "default") -> str:
     from personalize.keys import KeyRef, save_key_file
     provider = keys(name)
     save_key_file(path, {n: (provider.algorithm(KeyRef(n)), provider.value_for_plain_load(KeyRef(n)), 1)
-                         for n in provider.names()}, passphrase)
+                         for n in provider.names()}, passphrase, rsa=provider.rsa_keys())
     return str(path)
 
 

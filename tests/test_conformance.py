@@ -22,7 +22,10 @@ def test_the_whole_suite_passes_on_the_simulator(name):
     bad = [(o.id, o.message) for o in out if o.status in ("fail", "error")]
     assert bad == []
     with_keys = [o for o in out if not o.id.startswith("PSAM-")]      # PSAM cases run with --psam
-    assert len(with_keys) > 50 and sum(o.status == "pass" for o in with_keys) >= len(with_keys) - 1
+    # EMV cryptograms exist for 3DES card keys only: the SM4 card skips those cases.
+    expected_skips = {"EMV-04", "EMV-05"} if name == "sm4-3.00" else set()
+    not_passed = {o.id for o in with_keys if o.status != "pass"}
+    assert len(with_keys) > 50 and len(not_passed - expected_skips) <= 1, not_passed
 
 
 def test_without_keys_or_destructive_the_cases_that_need_them_skip_and_nothing_is_locked():
@@ -135,3 +138,29 @@ def test_cli_conformance_passes_on_a_card_made_with_answers_t0(tmp_path):
                    env=PASS)
     assert res.exit_code == 0, res.output
     assert " 0 failed" in res.output
+
+
+class _Rewriting(InProcess):
+    """A transport that changes the card's answers, as a defective card would give them."""
+
+    def __init__(self, card, change):
+        super().__init__(card)
+        self.change = change
+
+    def transmit_raw(self, apdu: bytes) -> bytes:
+        return self.change(apdu, super().transmit_raw(apdu))
+
+
+def test_emv_cases_fail_on_a_pan_twice_in_the_afl_a_pse_without_a5_88_and_a_bad_signature():
+    def defective(apdu, resp):
+        if apdu[:4] == bytes.fromhex("80A80000") and resp[-2:] == b"\x90\x00":
+            return resp[:1] + bytes([resp[1] + 4]) + resp[2:-2] + bytes.fromhex("18010100") + resp[-2:]
+        if apdu[5:19] == b"1PAY.SYS.DDF01":
+            return bytes.fromhex("6F10840E") + b"1PAY.SYS.DDF01" + resp[-2:]
+        if apdu[:4] == bytes.fromhex("00B20224") and len(resp) > 20:         # a byte of the signed static data
+            return resp[:10] + bytes([resp[10] ^ 1]) + resp[11:]
+        return resp
+    out = {o.id: o for o in runner.run(_Rewriting(card(), defective), prof(), keys(), destructive=False)}
+    assert out["EMV-02"].status == "fail" and "tag 5A" in out["EMV-02"].message
+    assert out["EMV-01"].status == "fail" and "A5/88" in out["EMV-01"].message
+    assert out["EMV-03"].status == "fail" and "SDA does not verify" in out["EMV-03"].message

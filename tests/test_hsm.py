@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from cardos import image
 from personalize import cardholders
 from personalize.compile import TRANSPORT_KEY
-from personalize.keys import KeyRef, save_key_file
+from personalize.keys import KeyRef
 from terminal.uri import Pkcs11Error, parse_uri
-from tests.ss import keys
+from tests.ss import key_file, keys
 
 ROOT = Path(__file__).resolve().parent.parent
 PASS = "hsm test passphrase"
@@ -65,10 +65,7 @@ def hsm(tmp_path_factory):
     for label in (LABEL, "spare"):
         subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", label, "--pin", PIN,
                         "--so-pin", SO_PIN], env=env, check=True, capture_output=True)
-    provider = keys()
-    keyfile = d / "keys.json"
-    save_key_file(keyfile, {n: (provider.algorithm(KeyRef(n)), provider.value_for_plain_load(KeyRef(n)), 1)
-                            for n in provider.names()}, PASS)
+    keyfile = key_file(d / "keys.json", PASS)
     r = _run(env, "keys", "import-hsm", str(keyfile), "--token", LABEL)
     assert r.returncode == 0, r.stderr
     return {"env": env, "keyfile": str(keyfile), "dir": d}
@@ -386,3 +383,17 @@ def test_a_card_personalized_with_the_hsm_takes_a_psam_made_from_the_key_file(hs
     read = _run(hsm["env"], "read", "--image", str(card), "--json")
     assert read.returncode == 0, read.stderr
     assert "330300000099" in read.stdout
+
+
+@pytest.mark.hsm
+def test_the_emv_rsa_keys_sign_inside_the_token_as_the_key_file_does_and_never_leave(token):
+    from personalize.emv_keys import CA_KEY, ISSUER_KEY
+    from PyKCS11 import LowLevel as LL
+    soft = keys()
+    for name in (CA_KEY, ISSUER_KEY):
+        n, e = soft.rsa_public(name)
+        assert token.rsa_public(name) == (n, e)
+        block = b"\x6a" + bytes(range(1, (n.bit_length() + 7) // 8 - 1)) + b"\xbc"
+        assert token.rsa_private_op(name, block) == soft.rsa_private_op(name, block)
+        sensitive, extractable = token._session.getAttributeValue(token._rsa[name], [LL.CKA_SENSITIVE, LL.CKA_EXTRACTABLE])
+        assert sensitive and not extractable

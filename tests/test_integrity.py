@@ -450,7 +450,8 @@ def test_a_row_with_more_fields_than_the_header_is_not_silently_cut(tmp_path):
     lines[1] = lines[1].rstrip("\n") + ",extra\n"
     path.write_text("".join(lines), encoding="utf-8")
     problems = cardholders.check_all(cardholders.read_csv(str(path)), prof(), workers=1, rules=RULES)
-    assert problems == {2: [("record", "17 fields where the header has 16")]}
+    n = lines[0].count(",") + 1
+    assert problems == {2: [("record", f"{n + 1} fields where the header has {n}")]}
 
 
 def test_a_gbk_file_is_named_by_line_and_column_and_reads_with_encoding_gbk(tmp_path):

@@ -73,6 +73,6 @@ def test_ber_tlv_round_trip(objs):
 def test_constructed_items_encode_nested_tlv():
     pan = next(it for _, df in prof().walk() for f in df.files for it in f.items if it.children
                and any(c.field == "pan" for c in it.children))
-    rec = encode_item(pan, {"pan": "6217990000001234567", "pan_expiry": "340131"})
+    rec = encode_item(pan, {"pan": "6217990000001234562", "pan_expiry": "340131"})
     assert rec[:2] == bytes([0x70, len(rec) - 2])
-    assert dict(parse(rec[2:]))[0x5A] == bytes.fromhex("6217990000001234567F")
+    assert dict(parse(rec[2:]))[0x5A] == bytes.fromhex("6217990000001234562F")

@@ -103,6 +103,7 @@ BAD = {
     "region": ("33030", "region code"),
     "init_org": ("ORG", "digits"),
     "pan_expiry": ("341301", "YYMMDD"),
+    "pan": ("6217990000001234567", "Luhn"),
 }
 
 

@@ -13,11 +13,11 @@ from cardos.nvm import Store
 from cli import main
 from personalize import kiosk, psam, settlement
 from personalize.compile import card_key
-from personalize.keys import KeyRef, SoftwareKeys, save_key_file
+from personalize.keys import KeyRef, SoftwareKeys
 from personalize.readout import ReadError, read_card
 from reader_bridge.transport import InProcess
 from terminal.security import Refused
-from tests.ss import card, factor, keys, prof
+from tests.ss import card, factor, key_file, keys, prof
 from tests.util import ok, sw
 
 PASS = "psam test passphrase"
@@ -148,10 +148,7 @@ def test_settlement_appends_to_the_medical_log_with_the_pin():
 
 @pytest.fixture
 def files(tmp_path):
-    provider = keys("sm4-3.00")
-    path = tmp_path / "keys.json"
-    save_key_file(path, {n: (provider.algorithm(KeyRef(n)), provider.value_for_plain_load(KeyRef(n)), 1)
-                         for n in provider.names()}, PASS)
+    path = key_file(tmp_path / "keys.json", PASS, "sm4-3.00")
     run = lambda *a: CliRunner().invoke(main, list(a), env={"SSCARD_KEYS_PASSPHRASE": PASS})  # noqa: E731
     assert run("image", "new", str(tmp_path / "card.json"), "--keys", str(path), "--profile", "sm4-3.00",
                "--activate").exit_code == 0

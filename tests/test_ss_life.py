@@ -97,10 +97,10 @@ def test_financial_application_as_terminals_read_it():
     assert bytes.fromhex("A000000333010101") in fci
     ok(c, SELECT_BANK)
     gpo = ok(c, "80A8000002830000")
-    assert gpo == bytes.fromhex("800A1800" "10010100" "18010100")
+    assert gpo == bytes.fromhex("800E5C00" "08010100" "10010201" "20010200")  # SFI 3 (a second PAN) stays outside
     rec = ok(c, "00B2011400")
-    assert bytes.fromhex("5A0A6217990000001234567F") in rec
-    assert bytes.fromhex("5A0A6217990000001234567F") in ok(c, "00B2011C00")
+    assert bytes.fromhex("5A086217990000123453") in rec
+    assert bytes.fromhex("5A086217990000123453") in ok(c, "00B2011C00")
     assert sw(c, "00B2011402") == 0x6C00 | len(rec)               # short Le: exact length, then resend
 
 

@@ -12,12 +12,17 @@ from ..sw import CardError
 
 def select(card, cmd: Apdu) -> bytes:
     """SELECT FILE: make a DF or EF current; a DF answers its FCI unless P2 is 0C."""
-    if cmd.p2 not in (0x00, 0x04, 0x0C):
+    if cmd.p2 not in (0x00, 0x02, 0x04, 0x0C):
         raise CardError(sw.WRONG_P1P2)
+    if cmd.p2 == 0x02 and cmd.p1 != 0x04:
+        raise CardError(sw.WRONG_P1P2, "next occurrence is for selection by name")
     if cmd.p1 == 0x04:
         if not 1 <= len(cmd.data) <= 16:
             raise CardError(sw.WRONG_LENGTH, "DF name must be 1..16 bytes")
-        path = card.fs.df_by_name(cmd.data, card.session.current_df)
+        if cmd.p2 == 0x02:
+            path = _next_by_name(card, cmd.data)
+        else:
+            path = card.fs.df_by_name(cmd.data, card.session.current_df)
     elif cmd.p1 in (0x00, 0x02):
         path = _by_fid(card, cmd)
     else:
@@ -38,6 +43,13 @@ def select(card, cmd: Apdu) -> bytes:
     if state is AppState.BLOCKED:
         raise CardError(sw.APPLICATION_BLOCKED)
     return b"" if cmd.p2 == 0x0C else fci(card, path, spec)
+
+
+def _next_by_name(card, name: bytes) -> Path | None:
+    """ISO 7816-4 P2 02: the DF after the current one (in tree order) whose name starts with name."""
+    matches = sorted(p for p, spec in card.fs.walk() if isinstance(spec, DedicatedFile) and spec.name.startswith(name))
+    later = [p for p in matches if p > card.session.current_df]
+    return later[0] if later and card.session.current_df in matches else None
 
 
 def _by_fid(card, cmd: Apdu) -> Path | None:
