@@ -39,7 +39,7 @@ class FileSystem:
         self._children: dict[Path, dict[int, Path]] = {}
         self._sfis: dict[Path, dict[int, Path]] = {}
         self._names: list[tuple[bytes, Path]] = []
-        self._blocked: dict[Path, AppState] = {}
+        self._inactive: dict[Path, AppState] = {}
 
     # -- index --------------------------------------------------------------------------
     def _index(self) -> None:
@@ -49,10 +49,10 @@ class FileSystem:
         children: dict[Path, dict[int, Path]] = {}
         sfis: dict[Path, dict[int, Path]] = {}
         names: list[tuple[bytes, Path]] = []
-        blocked: dict[Path, AppState] = {}
+        inactive: dict[Path, AppState] = {}  # every DF not ACTIVE, by path
         for key, spec in self.store.items():
             if key[0] == "A" and spec:
-                blocked[key[1]] = AppState(spec)
+                inactive[key[1]] = AppState(spec)
             if key[0] != "H":
                 continue
             path = key[1]
@@ -65,7 +65,7 @@ class FileSystem:
                 if isinstance(self.store.get(("H", kids[fid])), ElementaryFile):
                     sfis.setdefault(df, {})[fid & 0x1F] = kids[fid]
         names.sort(key=lambda item: len(item[1]))
-        self._children, self._sfis, self._names, self._blocked = children, sfis, names, blocked
+        self._children, self._sfis, self._names, self._inactive = children, sfis, names, inactive
         self._seen = gen
 
     def _touch(self) -> None:
@@ -215,9 +215,9 @@ class FileSystem:
     def worst_state(self, path: Path) -> AppState:
         """The worst life state of path and the DFs above it (below the MF)."""
         self._index()
-        if not self._blocked:
+        if not self._inactive:
             return AppState.ACTIVE
-        return max((s for df, s in self._blocked.items() if path[: len(df)] == df and len(df) > 1),
+        return max((s for df, s in self._inactive.items() if path[: len(df)] == df and len(df) > 1),
                    default=AppState.ACTIVE)
 
 

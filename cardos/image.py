@@ -113,7 +113,7 @@ def to_document(card: Card) -> dict:
                    "faults": sorted(cfg.faults)},
         "eeprom_used": card.fs.used(),
         "entries": entries,
-        "commit_buffer": {"committed": store.committed, "entries": buffer},
+        "commit_buffer": {"committed": store.commit_flag, "entries": buffer},
     }
 
 

@@ -21,10 +21,11 @@ class PowerLoss(Exception):
 class Store:
     """Persistent memory with one open transaction at a time."""
 
-    def __init__(self, data: dict | None = None, buffer: list | None = None, committed: bool = False) -> None:
+    def __init__(self, data: dict | None = None, buffer: list | None = None, commit_flag: bool = False) -> None:
         self.data: dict[Hashable, Any] = dict(data or {})
         self.buffer: list[tuple[Hashable, Any]] = list(buffer or [])
-        self.committed = committed
+        # FMCOS's commit flag: set once the buffer is whole, cleared once it is applied to data.
+        self.commit_flag = commit_flag
         self._pending: dict[Hashable, Any] = {}
         # Bumped whenever the visible contents change other than by staging (rollback,
         # recovery, power cut), so derived indexes know to rebuild.
@@ -75,7 +76,7 @@ class Store:
             self._step()
             self.buffer.append(entry)
         self._step()
-        self.committed = True
+        self.commit_flag = True
         self._apply_buffer()
 
     def rollback(self) -> None:
@@ -87,7 +88,7 @@ class Store:
     def recover(self) -> None:
         """At power-on: finish a commit whose flag was set, drop one whose flag was not."""
         self._pending = {}
-        if self.committed:
+        if self.commit_flag:
             self._apply_buffer()
         else:
             self.buffer.clear()
@@ -102,7 +103,7 @@ class Store:
                 self.data[key] = value
         self._step()
         self.buffer.clear()
-        self.committed = False
+        self.commit_flag = False
 
     # -- the tearing hook -----------------------------------------------------------------
     def _step(self) -> None:

@@ -63,7 +63,7 @@ def test_power_cut_at_every_write_step(prepare, via_image, tmp_path):
         state = dict(card.store.data)
         assert state in (before, after), f"cut before write step {cut} of {steps} left a mixed state"
         outcomes.add("new" if state == after else "old")
-        assert card.store.buffer == [] and not card.store.committed
+        assert card.store.buffer == [] and not card.store.commit_flag
         assert sw(card, "00A40000023F00") == 0x9000
     assert outcomes == {"old", "new"}
 
