@@ -10,7 +10,7 @@ such a transaction the same commands keep the COS's line protection, as the bank
 from __future__ import annotations
 
 from cardos import sw
-from cardos.card import CARD_BLOCKED
+from cardos.command import CARD_BLOCKED
 from cardos.crypto import Algorithm, decrypt_ecb, mac_equal, pad80, retail_mac
 from cardos.files import KEY_DES_ENC, KEY_DES_MAC, KEY_PIN
 from cardos.filesystem import AppState

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from cardos import sw
-from cardos.card import Command
+from cardos.command import Command
 from cardos.sw import CardError
 
 LIFE_SFI = 0x1C

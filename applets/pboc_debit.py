@@ -9,7 +9,7 @@ plaintext PIN block. Each works only inside an application whose AID has the PBO
 from __future__ import annotations
 
 from cardos import sw
-from cardos.card import Command
+from cardos.command import Command
 from cardos.commands.pin import pin_matches
 from cardos.files import KEY_PIN
 from cardos.sw import CardError

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from cardos import sw
 from cardos.apdu import Apdu
-from cardos.card import Command
+from cardos.command import Command
 from cardos.crypto import Algorithm, cbc_mac, diversify_levels, encrypt_ecb, mac4
 from cardos.files import KEY_DES_ENC, DedicatedFile
 from cardos.sw import CardError

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from cardos import sw
-from cardos.card import Command
+from cardos.command import Command
 from cardos.files import KEY_EXTERNAL, DedicatedFile, parse_create
 from cardos.sw import CardError
 

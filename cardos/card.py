@@ -11,6 +11,8 @@ from . import apdu as apdu_mod
 from . import sw
 from .access import SecurityState
 from .apdu import Apdu
+from .command import CARD_BLOCKED, Command, Reply
+from .commands import COMMANDS
 from .crypto import Algorithm, mac4, mac_equal
 from .files import MAX_ANSWER, KeyRecord
 from .filesystem import MF, AppState, FileSystem, Path
@@ -65,27 +67,7 @@ class Session:
     pending: bytes = b""
 
 
-@dataclass(frozen=True)
-class Reply:
-    """An answer whose status word the handler sets itself (GET RESPONSE's 61xx with data)."""
 
-    data: bytes
-    sw: int
-
-
-Handler = Callable[["Card", Apdu], "bytes | Reply"]
-
-
-@dataclass(frozen=True)
-class Command:
-    """One instruction the card knows: its handler and the classes it accepts (channel bits clear)."""
-
-    handler: Handler
-    classes: frozenset[int]
-    while_blocked: bool = False
-
-
-CARD_BLOCKED = ("CARD",)
 APPLET_GROUP = "sscard.applets"
 
 
@@ -110,8 +92,6 @@ class Card:
     def __init__(self, store: Store | None = None, config: CosConfig | None = None,
                  rng: Callable[[int], bytes] = os.urandom,
                  commands: dict[int, Command] | None = None) -> None:
-        from .commands import COMMANDS
-
         self.config = config or CosConfig()
         self.store = store if store is not None else Store()
         self.fs = FileSystem(self.store, self.config.capacity)

@@ -22,7 +22,8 @@ from pathlib import Path as FsPath
 from typing import Any
 
 from . import jsonshape as js
-from .card import CARD_BLOCKED, FAULTS, Card, CosConfig, UnknownApplet
+from .card import FAULTS, Card, CosConfig, UnknownApplet
+from .command import CARD_BLOCKED
 from .crypto import Algorithm
 from .files import (CyclicEF, DedicatedFile, KeyFile, KeyRecord, LinearFixedEF, TransparentEF, VariableRecordEF,
                     parse_create)

@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from dataclasses import fields
 from typing import Any
 
-from .card import CARD_BLOCKED, CosConfig
+from .card import CosConfig
+from .command import CARD_BLOCKED
 from .files import MF_FID, DedicatedFile, ElementaryFile, KeyFile, KeyRecord, LinearFixedEF, TransparentEF
 from .filesystem import MAX_DF_DEPTH, MF, AppState, FileSystem, Path
 from .nvm import Store

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
-from dataclasses import dataclass
 
 from applets.encoding import check_card_number, check_citizen_id, decode
 from applets.life import ACTIVE, LIFE_SFI
@@ -18,34 +16,9 @@ from personalize.profile import Item
 from terminal.security import SecurityModuleError
 
 from .context import CaseFailure, CaseSkipped, Context
+from .registry import CASES, Case, case, check
 
 SSSE_NAME = bytes.fromhex("7378312E73682EC9E7BBE1B1A3D5CF")
-
-
-@dataclass(frozen=True)
-class Case:
-    """One conformance check."""
-
-    id: str
-    title: str
-    clause: str
-    run: Callable[[Context], None]
-    destructive: bool = False
-
-
-CASES: list[Case] = []
-
-
-def case(id: str, title: str, clause: str, destructive: bool = False):
-    def register(fn):
-        CASES.append(Case(id, title, clause, fn, destructive))
-        return fn
-    return register
-
-
-def check(cond: bool, message: str) -> None:
-    if not cond:
-        raise CaseFailure(message)
 
 
 def _life_state(ctx: Context, role: str) -> str | None:
@@ -624,6 +597,3 @@ def psam_kiosk(ctx):
         check(ctx.authenticate("ssse", key_id) == 0x9000, f"EXTERNAL AUTHENTICATE {key_id:02X} with the PSAM's cryptogram")
         sent = [x.command for x in ctx.log if x.command.startswith(f"008200{key_id:02X}")]
         check(bool(sent) and sent[-1][8:10] == "10", f"EXTERNAL AUTHENTICATE {key_id:02X} was not sent with Lc 10")
-
-# The EMV cases of the debit application live in their own module; importing it registers them.
-from . import emv_cases  # noqa: E402,F401

@@ -6,7 +6,7 @@ from cardos.apdu import build
 from cardos.crypto import Algorithm
 from cardos.tlv import TlvError, find, parse
 
-from .cases import case, check
+from .registry import case, check
 from .context import CaseFailure, CaseSkipped
 
 PSE, PPSE = b"1PAY.SYS.DDF01", b"2PAY.SYS.DDF01"

@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 
 from terminal import flows
 
-from .cases import CASES, Case, register_item_cases
+from . import emv_cases  # noqa: F401 - importing a case module registers its cases
+from .cases import register_item_cases
+from .registry import CASES, Case
 from .context import CaseFailure, CaseSkipped, Context
 
 PASS, FAIL, SKIP, ERROR = "pass", "fail", "skip", "error"

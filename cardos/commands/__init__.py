@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..card import Command
+from ..command import Command
 from . import admin, auth, data, pin, select
 
 _PLAIN = frozenset({0x00})

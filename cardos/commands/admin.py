@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import sw
 from ..apdu import Apdu
-from ..card import CARD_BLOCKED
+from ..command import CARD_BLOCKED
 from ..crypto import unseal
 from ..files import KEY_EXTERNAL, KEY_MAINTENANCE, MF_FID, DedicatedFile, KeyRecord, parse_create
 from ..filesystem import MF, AppState

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import sw
 from ..apdu import Apdu
-from ..card import Reply
+from ..command import Reply
 from ..files import MF_FID, DedicatedFile, ElementaryFile, KeyFile, TransparentEF
 from ..filesystem import MF, AppState, Path
 from ..sw import CardError

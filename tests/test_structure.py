@@ -1,0 +1,66 @@
+"""The layers hold: no import cycle among sscard's modules (a lazy import inside a function counts
+too), and the card OS imports nothing above it."""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("cardos", "applets", "personalize", "reader_bridge", "terminal", "conformance")
+
+
+def _modules() -> dict[str, Path]:
+    out = {"cli": ROOT / "cli.py"}
+    for pkg in PACKAGES:
+        for p in (ROOT / pkg).rglob("*.py"):
+            name = ".".join(p.relative_to(ROOT).with_suffix("").parts)
+            out[name.removesuffix(".__init__")] = p
+    return out
+
+
+def _imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """Every sscard module this one imports, anywhere in its body; `from pkg import mod` names mod."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([node.module] if node.module else []))
+            subs = [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in known]
+            found.update(subs or ([base] if base in known else []))
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name in known)
+    found.discard(name)
+    return found
+
+
+def _graph() -> dict[str, set[str]]:
+    mods = _modules()
+    return {name: _imports(name, path, set(mods)) for name, path in mods.items()}
+
+
+def test_no_module_imports_itself_through_others():
+    graph, state, cycles = _graph(), {}, []
+
+    def visit(m, stack):
+        state[m] = "open"
+        stack.append(m)
+        for n in sorted(graph[m]):
+            if state.get(n) == "open":
+                cycles.append(" -> ".join(stack[stack.index(n):] + [n]))
+            elif n not in state:
+                visit(n, stack)
+        stack.pop()
+        state[m] = "done"
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [])
+    assert cycles == []
+
+
+def test_the_card_os_imports_nothing_above_it():
+    above = [(m, n) for m, deps in _graph().items() if m.startswith("cardos")
+             for n in deps if not n.startswith("cardos")]
+    assert above == []
