@@ -27,8 +27,9 @@ def _digest(prev: str, body: dict) -> str:
 class AuditLog:
     """An append-only, hash-chained JSON-lines log."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, station: str | None = None) -> None:
         self.path = Path(path)
+        self.station = station
         self._lock = threading.Lock()
         self._seq, self._last = 0, GENESIS
         self.recovered_torn_line = False
@@ -57,7 +58,8 @@ class AuditLog:
             raise ValueError(f"audit lines never carry {', '.join(sorted(bad))}")
         with self._lock:
             body = {"seq": self._seq + 1, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                    "who": _who(), "event": event, **fields, "prev": self._last}
+                    "who": _who(), "event": event, **({"station": self.station} if self.station else {}),
+                    **fields, "prev": self._last}
             body["hash"] = _digest(self._last, body)
             line = json.dumps(body, ensure_ascii=False, sort_keys=True) + "\n"
             with open(self.path, "a", encoding="utf-8") as f:
@@ -100,3 +102,46 @@ def verify(path: str | os.PathLike) -> tuple[int, list[str]]:
             problems.append(f"line {n}: sequence {body.get('seq')} where {seq + 1} was due")
         prev, seq = claimed or "", body.get("seq", seq + 1)
     return len(lines), problems
+
+
+CARD_EVENTS = ("card-done", "card-quarantined")
+
+
+def against_journal(logs: list[str | os.PathLike], journal, batch_id: str | None = None) -> list[str]:
+    """Every station's log checked against the journal: each card the journal has done or quarantined has its
+    line in the log of a station, and each card line names a card the journal holds in that state."""
+    from .journal import DONE, QUARANTINED
+    problems: list[str] = []
+    lines: dict[tuple[str, str], list[str]] = {}
+    for path in logs:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as e:
+            problems.append(f"{path}: {e.strerror}")
+            continue
+        for n, line in enumerate(text.splitlines(), 1):
+            try:
+                body = json.loads(line)
+            except json.JSONDecodeError:
+                continue                        # the chain check reports it
+            if body.get("event") in CARD_EVENTS and (batch_id is None or body.get("batch") == batch_id):
+                lines.setdefault((body["batch"], body["card_number"]), []).append(
+                    f"{path}:{n}:{body['event']}:{body.get('station') or ''}")
+    wanted = {DONE: "card-done", QUARANTINED: "card-quarantined"}
+    for bid in ([batch_id] if batch_id else journal.batches()):
+        for c in journal.cards(bid):
+            seen = lines.pop((bid, c.card_number), [])
+            if c.state in wanted and not any(s.split(":")[-2] == wanted[c.state] for s in seen):
+                problems.append(f"batch {bid} line {c.row} card {c.card_number}: {c.state} in the journal "
+                                f"(station {c.station}) but no {wanted[c.state]} line in any station's log")
+            for s in seen:
+                path, n, event, station = s.rsplit(":", 3)
+                if c.state not in wanted or wanted[c.state] != event:
+                    problems.append(f"{path}: line {n}: {event} for card {c.card_number}, which the journal "
+                                    f"has {c.state}")
+    for (bid, number), seen in sorted(lines.items()):
+        for s in seen:
+            path, n, event, _ = s.rsplit(":", 3)
+            problems.append(f"{path}: line {n}: {event} for card {number} of batch {bid}, which the journal "
+                            "does not hold")
+    return problems

@@ -105,9 +105,10 @@ def card_id(region: str, factor: bytes) -> str:
     return region + RID + factor.hex().upper()
 
 
-def values(holder: dict[str, str], profile: Profile, factor: bytes) -> dict[str, str]:
-    """The item values of one cardholder for one chip (its diversification factor)."""
-    problems = check(holder, profile)
+def values(holder: dict[str, str], profile: Profile, factor: bytes, checked: bool = False) -> dict[str, str]:
+    """The item values of one cardholder for one chip (its diversification factor); `checked` when data
+    preparation has checked the record already."""
+    problems = [] if checked else check(holder, profile)
     if problems:
         raise HolderError(problems)
     h = {k: (v or "").strip() for k, v in holder.items()}
@@ -138,6 +139,11 @@ class CsvError(ValueError):
 
 def read_csv(path: str) -> list[tuple[int, dict[str, str]]]:
     """Rows of a UTF-8 cardholder CSV as (line number, fields); the header names the columns."""
+    return list(iter_csv(path))
+
+
+def iter_csv(path: str):
+    """The rows of a cardholder CSV one at a time, (line number, fields): a file of any size in flat memory."""
     import csv
 
     try:
@@ -150,11 +156,62 @@ def read_csv(path: str) -> list[tuple[int, dict[str, str]]]:
             unknown = [c for c in header if c not in REQUIRED + OPTIONAL]
             if unknown:
                 raise CsvError(f"{path}: line 1: unknown column(s) {', '.join(unknown)}")
-            return [(reader.line_num, {k: (v or "") for k, v in row.items() if k}) for row in reader]
+            for row in reader:
+                yield reader.line_num, {k: (v or "") for k, v in row.items() if k}
     except UnicodeDecodeError as e:
         raise CsvError(f"{path}: not UTF-8 (byte {e.start})") from None
     except OSError as e:
         raise CsvError(f"{path}: {e.strerror}") from None
+
+
+def _chunks(rows, size: int):
+    chunk = []
+    for r in rows:
+        chunk.append(r)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def check_stream(rows, profile: Profile, workers: int | None = None, chunk: int = 2000):
+    """Chunks of (line, row, problems) in file order, checked on all cores with a bounded number of chunks in
+    flight, so memory stays flat however many rows come. Duplicates are not looked for here."""
+    import os
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    workers = workers or os.cpu_count() or 1
+    if workers == 1:
+        for part in _chunks(rows, chunk):
+            yield [(line, row, check(row, profile)) for line, row in part]
+        return
+    with ProcessPoolExecutor(workers, initializer=_load_profile, initargs=(profile.source,)) as pool:
+        flight: deque = deque()
+        for part in _chunks(rows, chunk):
+            flight.append((part, pool.submit(_check_rows, part)))
+            if len(flight) > 2 * workers:
+                yield _joined(*flight.popleft())
+        while flight:
+            yield _joined(*flight.popleft())
+
+
+def _joined(part, future):
+    return [(line, row, p) for (line, row), (_, p) in zip(part, future.result())]
+
+
+_WORKER_PROFILE: list = []
+
+
+def _load_profile(source) -> None:
+    """A check worker builds the profile once, not once per chunk."""
+    from .profile import build
+    _WORKER_PROFILE[:] = [build(source)]
+
+
+def _check_rows(chunk):
+    return [(line, check(row, _WORKER_PROFILE[0])) for line, row in chunk]
 
 
 def _check_chunk(args) -> list[tuple[int, list[tuple[str, str]]]]:
