@@ -477,17 +477,22 @@ def perso_check(profile, csv_path, rejects, as_json):
 @click.option("--keys", "keys_path", type=click.Path(dir_okay=False), required=True)
 @click.option("--reader", "readers", multiple=True, help="A PC/SC reader; repeat for one worker per reader.")
 @click.option("--out-dir", type=click.Path(file_okay=False), help="Make virtual cards into card images here.")
-@click.option("--journal", type=click.Path(dir_okay=False), help="SQLite journal (default: perso-journal.sqlite "
-              "in the output folder, or here).")
-@click.option("--audit", "audit_path", type=click.Path(dir_okay=False), help="Audit log (default: beside the journal).")
+@click.option("--journal", help="SQLite journal file (default: perso-journal.sqlite in the output folder, or here), "
+              "or a postgresql://… URL for several stations on one batch.")
+@click.option("--audit", "audit_path", type=click.Path(dir_okay=False),
+              help="This station's audit log (default: perso-audit.jsonl beside a SQLite journal, else "
+                   "perso-audit-STATION.jsonl in the output folder or here).")
+@click.option("--station", default=None, help="This station's id in the journal (default: the host name).")
+@click.option("--lease", default=30.0, show_default=True, help="Seconds a claimed card stays this station's "
+              "without renewal; a dead station's cards go to another after that.")
 @click.option("--resume", is_flag=True, help="Finish a batch the journal has already started.")
 @click.option("--strict", is_flag=True, help="Refuse the whole batch when any record is invalid.")
 @click.option("--init", "do_init", is_flag=True, help="Readers: initialize each blank card first.")
 @click.option("--max-failures", default=3, show_default=True, help="Consecutive failures that stop the batch.")
 @click.option("--card-timeout", default=60.0, show_default=True, help="Seconds to wait for each card in a reader.")
 @click.option("--json", "as_json", is_flag=True, help="The summary as JSON (progress goes to stderr).")
-def perso_run(profile, csv_path, keys_path, readers, out_dir, journal, audit_path, resume, strict, do_init,
-              max_failures, card_timeout, as_json):
+def perso_run(profile, csv_path, keys_path, readers, out_dir, journal, audit_path, station, lease, resume, strict,
+              do_init, max_failures, card_timeout, as_json):
     """Personalize a batch: each valid cardholder of the file onto a card, journaled and audited."""
     from personalize import batch, cardholders
     prof, provider = _profile(profile), _keys(keys_path)
@@ -496,23 +501,28 @@ def perso_run(profile, csv_path, keys_path, readers, out_dir, journal, audit_pat
     base = Path(out_dir) if out_dir else Path(".")
     if out_dir:
         base.mkdir(parents=True, exist_ok=True)
+    from personalize.journal import is_database_url
     journal = journal or str(base / "perso-journal.sqlite")
-    audit_path = audit_path or str(Path(journal).with_name("perso-audit.jsonl"))
+    station = station or batch.default_station()
+    if not audit_path:
+        audit_path = (str(base / f"perso-audit-{station}.jsonl") if is_database_url(journal)
+                      else str(Path(journal).with_name("perso-audit.jsonl")))
     opts = batch.Options(prof, provider, csv_path, journal, audit_path, out_dir, tuple(readers), resume, strict,
-                         do_init, max_failures, card_timeout=card_timeout)
+                         do_init, max_failures, card_timeout=card_timeout, station=station, lease=lease)
+    started, seen = time.monotonic(), [0]
+
+    def progress(card_number, n):
+        # The file is never counted up front (a million rows would be read twice): cards and rate only.
+        seen[0] += n
+        elapsed = time.monotonic() - started
+        click.echo(f"\rpersonalizing: {seen[0]} cards, {seen[0] / elapsed:.1f} cards/s  {card_number}   ",
+                   nl=False, err=True)
     try:
-        total = len(cardholders.read_csv(csv_path))
-    except cardholders.CsvError as e:
+        result = batch.run_batch(opts, progress)
+    except (batch.BatchError, cardholders.CsvError) as e:
         _fail(str(e))
-    started = time.monotonic()
-    with click.progressbar(length=total, label="personalizing", file=sys.stderr, show_pos=True,
-                           item_show_func=lambda n: n and f"{n}  {_rate(started, bar)}") as bar:
-        def progress(card_number, n):
-            bar.update(n, card_number)
-        try:
-            result = batch.run_batch(opts, progress)
-        except (batch.BatchError, cardholders.CsvError) as e:
-            _fail(str(e))
+    if seen[0]:
+        click.echo("", err=True)
     summary = result.as_dict()
     if as_json:
         click.echo(json.dumps(summary, indent=1, ensure_ascii=False))
@@ -528,9 +538,45 @@ def perso_run(profile, csv_path, keys_path, readers, out_dir, journal, audit_pat
         _fail(result.stopped)
 
 
-def _rate(started, bar) -> str:
-    elapsed = time.monotonic() - started
-    return f"{bar.pos / elapsed:.1f} cards/s" if elapsed > 0 and bar.pos else ""
+@perso.command("status")
+@click.option("--journal", required=True, help="SQLite journal file or postgresql://… URL.")
+@click.option("--batch", "batch_id", help="One batch (default: every batch in the journal).")
+@click.option("--json", "as_json", is_flag=True)
+def perso_status(journal, batch_id, as_json):
+    """Where batches stand, per station and overall: done, in progress, rejected, quarantined, rate, time left."""
+    from personalize import batch
+    from personalize.journal import JournalError, open_journal
+    try:
+        j = open_journal(journal)
+    except JournalError as e:
+        _fail(str(e))
+    try:
+        ids = [batch_id] if batch_id else j.batches()
+        reports = [batch.status(j, b) for b in ids]
+    except batch.BatchError as e:
+        _fail(str(e))
+    finally:
+        j.close()
+    if as_json:
+        click.echo(json.dumps(reports if not batch_id else reports[0], indent=1, ensure_ascii=False))
+        return
+    for r in reports:
+        left = "finished" if r["finished"] else (
+            f"about {_duration(r['seconds_left'])} left" if r["seconds_left"] is not None else "time left unknown")
+        rate = f"{r['rate']:.1f} cards/s" if r["rate"] else "no rate yet"
+        click.echo(f"batch {r['batch']} ({r['profile']}, {r['source']}): {r['done']} done, {r['in_progress']} in "
+                   f"progress, {r['pending']} pending, {r['rejected']} rejected, {r['quarantined']} quarantined; "
+                   f"{rate}, {left}")
+        for s in r["stations"]:
+            age = f" (oldest claim {s['oldest_claim_age']:.0f} s)" if s["oldest_claim_age"] is not None else ""
+            srate = f"{s['rate']:.1f} cards/s" if s["rate"] else "-"
+            click.echo(f"  {s['station']}: {s['done']} done, {s['in_progress']} in progress{age}, "
+                       f"{s['quarantined']} quarantined, {srate}")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min" if seconds >= 3600 else f"{seconds // 60} min {seconds % 60:02d} s"
 
 
 @perso.command("script")
@@ -627,16 +673,37 @@ def audit() -> None:
 
 
 @audit.command("verify")
-@click.argument("path", type=click.Path(dir_okay=False))
-def audit_verify(path):
-    """Check the audit log's hash chain: any edited, inserted or removed line is found."""
-    from personalize.audit import verify
-    n, problems = verify(path)
+@click.argument("paths", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--journal", help="Also check every card line against this journal (SQLite file or postgresql:// URL): "
+              "give the logs of every station.")
+@click.option("--batch", "batch_id", help="With --journal: only this batch.")
+def audit_verify(paths, journal, batch_id):
+    """Check each audit log's hash chain: any edited, inserted or removed line is found; with --journal, no card
+    done without its line in some station's log and no line without its card."""
+    from personalize.audit import against_journal, verify
+    from personalize.journal import JournalError, open_journal
+    problems, total = [], 0
+    for path in paths:
+        n, found = verify(path)
+        total += n
+        problems += [f"{path}: {p}" for p in found]
+    if journal:
+        try:
+            j = open_journal(journal)
+        except JournalError as e:
+            _fail(str(e))
+        try:
+            problems += against_journal(list(paths), j, batch_id)
+        finally:
+            j.close()
     for p in problems:
         click.echo(p)
     if problems:
-        _fail(f"{path}: {len(problems)} problem(s) in {n} lines")
-    click.echo(f"{path}: {n} lines, chain intact")
+        _fail(f"{len(problems)} problem(s) in {total} lines of {len(paths)} log(s)")
+    if len(paths) == 1 and not journal:
+        click.echo(f"{paths[0]}: {total} lines, chain intact")
+    else:
+        click.echo(f"{len(paths)} log(s), {total} lines, chains intact" + (", every card accounted for" if journal else ""))
 
 
 # ---- serving --------------------------------------------------------------------------------------

@@ -113,9 +113,12 @@ def prepare(opts: Options, journal: Journal, src: str, bid: str) -> tuple[int, s
     """Record a new batch: the file streamed once through the checks on all cores and into the journal chunk by
     chunk, duplicates found by the journal's own indexes. Returns (records, rejects file or None); Conflict
     when another station recorded the batch first."""
-    tmp = rejects_path(opts, bid) + ".tmp"
+    import tempfile
+    final = rejects_path(opts, bid)
+    # Its own temporary: stations starting together each prepare until one of them records the batch.
+    fd, tmp = tempfile.mkstemp(prefix=f".{Path(final).name}.", suffix=".tmp", dir=Path(final).parent)
     records = invalid = 0
-    with open(tmp, "w", encoding="utf-8", newline="") as out:
+    with open(fd, "w", encoding="utf-8", newline="") as out:
         import csv
         w = csv.writer(out)
         w.writerow(["line", "field", "reason"])
@@ -144,8 +147,8 @@ def prepare(opts: Options, journal: Journal, src: str, bid: str) -> tuple[int, s
     if not invalid:
         os.unlink(tmp)
         return records, None
-    os.replace(tmp, rejects_path(opts, bid))
-    return records, rejects_path(opts, bid)
+    os.replace(tmp, final)
+    return records, final
 
 
 def _judge(nb, bid: str, chunk) -> list[tuple]:
@@ -227,6 +230,34 @@ def run_batch(opts: Options, progress: Progress | None = None) -> Result:
         journal.close()
     result.seconds = time.monotonic() - t0
     return result
+
+
+def status(journal: Journal, batch_id: str) -> dict:
+    """Where a batch stands, per station and overall: done, in progress (with the oldest claim's age), rejected,
+    quarantined, cards per second and the estimated seconds left at that rate."""
+    meta = journal.batch(batch_id)
+    if meta is None:
+        raise BatchError(f"the journal has no batch {batch_id}")
+    counts = journal.counts(batch_id)
+    now, rows = journal.station_status(batch_id)
+    stations = []
+    for name, done, held, quarantined, first, last, oldest in rows:
+        span = (last - first) if first is not None and last is not None else 0
+        stations.append({"station": name, "done": int(done), "in_progress": int(held), "quarantined": int(quarantined),
+                         "oldest_claim_age": None if oldest is None else round(now - oldest, 1),
+                         "rate": round(done / span, 2) if span > 0 else None})
+    firsts = [r[4] for r in rows if r[4] is not None]
+    lasts = [r[5] for r in rows if r[5] is not None]
+    done = counts.get(DONE, 0)
+    span = max(lasts) - min(firsts) if firsts and lasts else 0
+    rate = done / span if span > 0 else None
+    left = counts.get(PENDING, 0) + counts.get(STARTED, 0)
+    return {"batch": batch_id, "profile": meta["profile"], "source": meta["source"],
+            "finished": meta["finished"] is not None, "done": done, "in_progress": counts.get(STARTED, 0),
+            "pending": counts.get(PENDING, 0), "rejected": counts.get(REJECTED, 0),
+            "quarantined": counts.get(QUARANTINED, 0), "rate": round(rate, 2) if rate else None,
+            "seconds_left": round(left / rate) if rate and left else (0 if not left else None),
+            "stations": stations}
 
 
 class _Failures:

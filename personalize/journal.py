@@ -277,23 +277,19 @@ class Journal:
                      (batch_id, self.station)).fetchone()[0]
 
     # ---- status ----
-    def station_status(self, batch_id: str) -> list[dict]:
-        """Per station: cards done, quarantined and in hand (with the oldest lease's age), first and last activity."""
+    def station_status(self, batch_id: str) -> tuple[float, list[tuple]]:
+        """The engine's time now, and per station: cards done, in hand, quarantined, its first claim, its last
+        finished card and its oldest claim still in hand."""
         with self._tx() as q:
             now = q("SELECT {now}").fetchone()[0]
-            rows = q("SELECT station, state, COUNT(*), MIN(claimed), MAX(updated), MIN(CASE WHEN state = 'started' "
-                     "THEN claimed END) FROM cards WHERE batch = ? AND station IS NOT NULL "
-                     "GROUP BY station, state ORDER BY station", (batch_id,)).fetchall()
-        out: dict[str, dict] = {}
-        for station, state, n, first, last, oldest in rows:
-            s = out.setdefault(station, {"station": station, DONE: 0, STARTED: 0, QUARANTINED: 0,
-                                         "first": None, "last": None, "oldest_claim_age": None})
-            s[state] = s.get(state, 0) + n
-            s["first"] = min(x for x in (s["first"], first) if x is not None) if first or s["first"] else None
-            s["last"] = max(x for x in (s["last"], last) if x is not None) if last or s["last"] else None
-            if oldest is not None:
-                s["oldest_claim_age"] = now - oldest
-        return [dict(s, now=now) for s in out.values()]
+            rows = q("SELECT station, SUM(CASE WHEN state = 'done' THEN 1 ELSE 0 END), "
+                     "SUM(CASE WHEN state = 'started' THEN 1 ELSE 0 END), "
+                     "SUM(CASE WHEN state = 'quarantined' THEN 1 ELSE 0 END), MIN(claimed), "
+                     "MAX(CASE WHEN state IN ('done', 'quarantined') THEN updated END), "
+                     "MIN(CASE WHEN state = 'started' THEN claimed END) "
+                     "FROM cards WHERE batch = ? AND station IS NOT NULL GROUP BY station ORDER BY station",
+                     (batch_id,)).fetchall()
+        return now, rows
 
 
 class _NewBatch:
