@@ -22,6 +22,16 @@ def _fail(message: str) -> None:
     raise click.ClickException(message)
 
 
+class BadInput(click.ClickException):
+    """Input the command refuses (a file, a value): one line, exit status 2."""
+
+    exit_code = 2
+
+
+def _bad(message: str) -> None:
+    raise BadInput(message)
+
+
 def _load_image(path: str):
     try:
         return card_image.load(path)
@@ -49,7 +59,7 @@ def _keys(path: str | None, required: bool = True):
     try:
         return load_key_file(path, passphrase)
     except KeyFileError as e:
-        _fail(str(e))
+        _bad(str(e))
 
 
 @contextlib.contextmanager
@@ -242,7 +252,7 @@ def keys_new(path: str, profile: str | None, demo: bool, force: bool) -> None:
     """Write a key file with every master key the profile names (random, or the demo keys)."""
     from personalize.compile import FACTORY_KEY
     from personalize.demo import FACTORY_KEY_VALUE
-    from personalize.keys import PASSPHRASE_ENV, save_key_file
+    from personalize.keys import PASSPHRASE_ENV, KeyFileError, passphrase_problem, save_key_file
     from personalize.virtual import demo_issuer_keys, master_names
 
     if Path(path).exists() and not force:
@@ -250,13 +260,18 @@ def keys_new(path: str, profile: str | None, demo: bool, force: bool) -> None:
     prof = _profile(profile)
     passphrase = os.environ.get(PASSPHRASE_ENV) or click.prompt("new passphrase", hide_input=True,
                                                                confirmation_prompt=True, err=True)
+    if not demo and (why := passphrase_problem(passphrase)):
+        _bad(f"{path}: {why} (only --demo key files may have a weak one)")
     if demo:
         provider = demo_issuer_keys(prof)
         masters = {n: (provider.algorithm(_ref(n)), provider.value_for_plain_load(_ref(n)), 1) for n in provider.names()}
     else:
         masters = {n: (prof.algorithm, FACTORY_KEY_VALUE if n == FACTORY_KEY else os.urandom(16), 1)
                    for n in master_names(prof)}
-    save_key_file(path, masters, passphrase)
+    try:
+        save_key_file(path, masters, passphrase, weak_ok=demo)
+    except KeyFileError as e:
+        _bad(str(e))
     click.echo(f"{path}: {len(masters)} master keys for {prof.name}{' (demo keys)' if demo else ''}")
 
 
@@ -441,20 +456,34 @@ def perso_init(image_path, reader, profile, keys_path, no_erase, as_json):
         click.echo(f"initialized for {prof.name}: {len(log)} commands, all 9000")
 
 
+def _data_options(f):
+    """The options that say how to read and judge a cardholder file."""
+    f = click.option("--issue-margin", default=31, show_default=True, type=click.IntRange(0, 3660),
+                     help="Days an issue date may lie after today.")(f)
+    return click.option("--encoding", type=click.Choice(["utf-8", "gbk", "gb18030"], case_sensitive=False),
+                        default="utf-8", show_default=True, help="The cardholder file's encoding.")(f)
+
+
+def _read_holders(csv_path: str, encoding: str):
+    from personalize import cardholders
+    try:
+        return cardholders.read_csv(csv_path, encoding)
+    except cardholders.CsvError as e:
+        _bad(str(e))
+
+
 @perso.command("check")
 @click.option("--profile", default=None)
 @click.option("--cardholders", "csv_path", type=click.Path(dir_okay=False, exists=True), required=True)
 @click.option("--rejects", type=click.Path(dir_okay=False), help="Write the reject file here.")
+@_data_options
 @click.option("--json", "as_json", is_flag=True)
-def perso_check(profile, csv_path, rejects, as_json):
+def perso_check(profile, csv_path, rejects, encoding, issue_margin, as_json):
     """Data preparation only: check every record of a cardholder file and list what is wrong."""
     from personalize import cardholders
     prof = _profile(profile)
-    try:
-        rows = cardholders.read_csv(csv_path)
-    except cardholders.CsvError as e:
-        _fail(str(e))
-    problems = cardholders.check_all(rows, prof)
+    rows = _read_holders(csv_path, encoding)
+    problems = cardholders.check_all(rows, prof, rules=cardholders.Rules(issue_margin_days=issue_margin))
     if rejects:
         cardholders.write_rejects(rejects, problems)
     if as_json:
@@ -490,9 +519,10 @@ def perso_check(profile, csv_path, rejects, as_json):
 @click.option("--init", "do_init", is_flag=True, help="Readers: initialize each blank card first.")
 @click.option("--max-failures", default=3, show_default=True, help="Consecutive failures that stop the batch.")
 @click.option("--card-timeout", default=60.0, show_default=True, help="Seconds to wait for each card in a reader.")
+@_data_options
 @click.option("--json", "as_json", is_flag=True, help="The summary as JSON (progress goes to stderr).")
 def perso_run(profile, csv_path, keys_path, readers, out_dir, journal, audit_path, station, lease, resume, strict,
-              do_init, max_failures, card_timeout, as_json):
+              do_init, max_failures, card_timeout, encoding, issue_margin, as_json):
     """Personalize a batch: each valid cardholder of the file onto a card, journaled and audited."""
     from personalize import batch, cardholders
     prof, provider = _profile(profile), _keys(keys_path)
@@ -508,7 +538,8 @@ def perso_run(profile, csv_path, keys_path, readers, out_dir, journal, audit_pat
         audit_path = (str(base / f"perso-audit-{station}.jsonl") if is_database_url(journal)
                       else str(Path(journal).with_name("perso-audit.jsonl")))
     opts = batch.Options(prof, provider, csv_path, journal, audit_path, out_dir, tuple(readers), resume, strict,
-                         do_init, max_failures, card_timeout=card_timeout, station=station, lease=lease)
+                         do_init, max_failures, card_timeout=card_timeout, station=station, lease=lease,
+                         encoding=encoding, rules=cardholders.Rules(issue_margin_days=issue_margin))
     started, seen = time.monotonic(), [0]
 
     def progress(card_number, n):
@@ -519,7 +550,9 @@ def perso_run(profile, csv_path, keys_path, readers, out_dir, journal, audit_pat
                    nl=False, err=True)
     try:
         result = batch.run_batch(opts, progress)
-    except (batch.BatchError, cardholders.CsvError) as e:
+    except cardholders.CsvError as e:
+        _bad(str(e))
+    except batch.BatchError as e:
         _fail(str(e))
     if seen[0]:
         click.echo("", err=True)
@@ -602,7 +635,7 @@ def perso_script_cmd(phase, profile, csv_path, line, atr, keys_path, reveal, out
     else:
         holder = cardholders.sample()
         if csv_path:
-            rows = dict(cardholders.read_csv(csv_path))
+            rows = dict(_read_holders(csv_path, "utf-8"))
             if line not in rows:
                 _fail(f"{csv_path}: no record on line {line}")
             holder = rows[line]
@@ -674,36 +707,37 @@ def audit() -> None:
 
 @audit.command("verify")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--journal", help="Also check every card line against this journal (SQLite file or postgresql:// URL): "
-              "give the logs of every station.")
-@click.option("--batch", "batch_id", help="With --journal: only this batch.")
-def audit_verify(paths, journal, batch_id):
-    """Check each audit log's hash chain: any edited, inserted or removed line is found; with --journal, no card
-    done without its line in some station's log and no line without its card."""
-    from personalize.audit import against_journal, verify
-    from personalize.journal import JournalError, open_journal
+@click.option("--journal", "journal_path", required=True,
+              help="The batch journal the logs were written with (SQLite file or postgresql:// URL).")
+@click.option("--keys", "keys_path", type=click.Path(dir_okay=False), required=True,
+              help="The issuer key file the logs were written under (the chain's key derives from it).")
+def audit_verify(paths, journal_path, keys_path):
+    """Check each audit log's keyed chain and the logs against the journal: a line edited, inserted,
+    removed, swapped or forged, a log cut or emptied, a card without its line in any station's log, and
+    a batch without its end are each reported with their line. Give every station's log."""
+    from personalize.audit import unchecked_logs, verify
+    from personalize.journal import JournalError, open_journal, redact
+    provider = _keys(keys_path)
+    try:
+        journal = open_journal(journal_path, create=False)
+    except JournalError as e:
+        _bad(str(e))
     problems, total = [], 0
-    for path in paths:
-        n, found = verify(path)
-        total += n
-        problems += [f"{path}: {p}" for p in found]
-    if journal:
-        try:
-            j = open_journal(journal)
-        except JournalError as e:
-            _fail(str(e))
-        try:
-            problems += against_journal(list(paths), j, batch_id)
-        finally:
-            j.close()
+    try:
+        for path in paths:
+            n, found = verify(path, provider.audit_mac, journal)
+            total += n
+            problems += [f"{path}: {p}" if len(paths) > 1 else p for p in found]
+        problems += unchecked_logs(paths, journal)
+    finally:
+        journal.close()
     for p in problems:
         click.echo(p)
+    where = paths[0] if len(paths) == 1 else f"{len(paths)} logs"
     if problems:
-        _fail(f"{len(problems)} problem(s) in {total} lines of {len(paths)} log(s)")
-    if len(paths) == 1 and not journal:
-        click.echo(f"{paths[0]}: {total} lines, chain intact")
-    else:
-        click.echo(f"{len(paths)} log(s), {total} lines, chains intact" + (", every card accounted for" if journal else ""))
+        _fail(f"{where}: {len(problems)} problem(s) in {total} lines")
+    click.echo(f"{where}: {total} lines, keyed chain{'s' if len(paths) > 1 else ''} intact and in agreement "
+               f"with {redact(journal_path)}")
 
 
 # ---- serving --------------------------------------------------------------------------------------

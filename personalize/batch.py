@@ -22,8 +22,8 @@ from pathlib import Path
 from cardos import image as card_image
 from cardos import sw as SW
 
-from . import cardholders, virtual
-from .audit import AuditLog
+from . import cardholders, crash, virtual
+from .audit import AuditError, AuditLog
 from .compile import init_script, perso_script
 from .journal import (DONE, PENDING, QUARANTINED, REJECTED, STARTED, CardRow, Conflict, Journal, JournalError,
                       LeaseLost, is_database_url, open_journal)
@@ -59,6 +59,8 @@ class Options:
     station: str = ""
     lease: float = 30.0
     image_workers: int = 1
+    encoding: str = "utf-8"
+    rules: cardholders.Rules = field(default_factory=cardholders.Rules)
 
 
 def default_station() -> str:
@@ -125,8 +127,8 @@ def prepare(opts: Options, journal: Journal, src: str, bid: str) -> tuple[int, s
         try:
             with journal.new_batch(bid, opts.profile.name, opts.profile.digest, os.path.basename(opts.cardholder_file),
                                    src) as nb:
-                for chunk in cardholders.check_stream(cardholders.iter_csv(opts.cardholder_file), opts.profile,
-                                                      opts.workers):
+                for chunk in cardholders.check_stream(cardholders.iter_csv(opts.cardholder_file, opts.encoding),
+                                                      opts.profile, opts.workers, rules=opts.rules):
                     records += len(chunk)
                     rows = _judge(nb, bid, chunk)
                     for line, _, _, state, _, _ in rows:
@@ -154,13 +156,13 @@ def prepare(opts: Options, journal: Journal, src: str, bid: str) -> tuple[int, s
 def _judge(nb, bid: str, chunk) -> list[tuple]:
     """Journal rows for one checked chunk: the record's own problems plus the card numbers and SSNs that a line
     before it, or another batch, already holds (the problems lists grow in place for the reject file)."""
-    held = {f: nb.holders_of(f, [(row.get(f) or "").strip() for _, row, _ in chunk]) for f in ("ssn", "card_number")}
+    held = {f: nb.holders_of(f, [row.get(f) or "" for _, row, _ in chunk]) for f in ("ssn", "card_number")}
     first: dict[tuple[str, str], int] = {}
     rows = []
     for line, row, problems in chunk:
         for f in ("ssn", "card_number"):
-            value = (row.get(f) or "").strip()
-            if not value:
+            value = row.get(f) or ""
+            if not value or row.get(cardholders.RECORD):
                 continue
             if value in held[f]:
                 other_batch, other_line = held[f][value]
@@ -173,7 +175,7 @@ def _judge(nb, bid: str, chunk) -> list[tuple]:
                 first[f, value] = line
         state = REJECTED if problems else PENDING
         reason = "; ".join(f"{f}: {why}" for f, why in problems) or None
-        rows.append((line, (row.get("card_number") or "").strip(), (row.get("ssn") or "").strip(), state, reason,
+        rows.append((line, row.get("card_number") or "", row.get("ssn") or "", state, reason,
                      {} if problems else row))
     return rows
 
@@ -187,6 +189,7 @@ def run_batch(opts: Options, progress: Progress | None = None) -> Result:
     src = _digest(opts.cardholder_file)
     bid = batch_id(opts.profile, src)
     result = Result(bid, station)
+    audit = None
     try:
         journal = open_journal(opts.journal, station)
     except JournalError as e:
@@ -207,7 +210,10 @@ def run_batch(opts: Options, progress: Progress | None = None) -> Result:
                     raise
                 # Another station recorded the batch a moment before us: we join it.
         journal.release_own(bid)
-        audit = AuditLog(opts.audit, station=station)
+        audit = AuditLog(opts.audit, opts.keys.audit_mac, journal, station=station)
+        if audit.recovered:
+            audit.write("recovered", batch=bid, lines=audit.recovered,
+                        result="the journal recorded these lines before a crash kept them from the log")
         versions = {n: opts.keys.version(n) for n in virtual.master_names(opts.profile)}
         audit.write("batch-start", batch=bid, profile=opts.profile.name, profile_digest=opts.profile.digest,
                     key_versions=versions, source_digest=src, resumed=bool(existing),
@@ -224,9 +230,11 @@ def run_batch(opts: Options, progress: Progress | None = None) -> Result:
             journal.close_batch(bid)
         audit.write("batch-end", batch=bid, done=result.done, rejected=result.rejected,
                     quarantined=result.quarantined, pending=result.pending, stopped=result.stopped)
-    except JournalError as e:
+    except (JournalError, AuditError) as e:
         raise BatchError(str(e)) from None
     finally:
+        if audit is not None:
+            audit.close()
         journal.close()
     result.seconds = time.monotonic() - t0
     return result
@@ -337,6 +345,7 @@ class Station:
                     return
                 time.sleep(min(1.0, self.opts.lease / 4))     # a dead station's cards come back when its lease ends
                 continue
+            crash.point("claimed")
             try:
                 ok = self._take(c, slot, ready)
             except LeaseLost:
@@ -350,22 +359,18 @@ class Station:
 
     def _take(self, c: CardRow, slot, ready) -> bool | None:
         """One claimed cardholder: True made, False quarantined, None only its audit line was owed."""
-        if c.state in (DONE, QUARANTINED):
-            # Its station died between the journal and the audit log: the line is written now, marked so.
-            self._audit_line(c, c.state, recovered_from=c.station, target=c.target, atr=c.atr, result=c.reason)
-            return None
-        if c.state == STARTED and not slot.remakes:
+        if c.state == STARTED and c.step != "claimed" and not slot.remakes:
             reason = f"interrupted during {c.step} at station {c.station}; inspect the card in {c.target}"
-            self.journal.finish(self.bid, c.row, QUARANTINED, reason)
-            self._audit_line(c, QUARANTINED, atr=c.atr, result=f"interrupted during {c.step}")
+            self._end(c, QUARANTINED, reason, atr=c.atr, result=f"interrupted during {c.step}")
             return None
         return CardJob(self, c, slot, ready).run()
 
-    def _audit_line(self, c: CardRow, state: str, **fields) -> None:
+    def _end(self, c: CardRow, state: str, reason: str | None, **fields) -> None:
+        """The card's end state and its audit line's record in one journal transaction; the line follows."""
         event = "card-done" if state == DONE else "card-quarantined"
-        self.audit.write(event, batch=self.bid, card_number=c.card_number,
-                         **{k: v for k, v in fields.items() if v is not None})
-        self.journal.audited(self.bid, c.row)
+        self.audit.write(event, batch=self.bid, row=c.row, card_number=c.card_number,
+                         **{k: v for k, v in fields.items() if v is not None},
+                         record=lambda m, line: self.journal.finish(self.bid, c.row, state, reason, m, line))
 
 
 class CardJob:
@@ -377,6 +382,7 @@ class CardJob:
 
     def step(self, name: str, **where) -> None:
         self.st.journal.step(self.st.bid, self.c.row, name, self.st.opts.lease, **where)
+        crash.point(name)
 
     def run(self) -> bool:
         from reader_bridge.transport import TransportError
@@ -391,7 +397,7 @@ class CardJob:
                 self.step("init", target=target, atr=hexatr)
                 trail += _sws(run(t.transmit, st.init, keys))
                 t.reset()
-            values = cardholders.values(c.holder, prof, atr[-8:], checked=True)
+            values = cardholders.values(c.holder, prof, atr[-8:], st.opts.rules, checked=True)
             self.step("perso", target=target, atr=hexatr)
             trail += _sws(run(t.transmit, perso_script(prof, values, atr[-8:]), keys))
             t.reset()
@@ -400,16 +406,15 @@ class CardJob:
             if save is not None:
                 self.step("save")
                 save()
+                crash.point("saved")
         except (ScriptError, VerifyError, cardholders.HolderError, TransportError) as e:
             reason = _failure(e)
-            st.journal.finish(st.bid, c.row, QUARANTINED, reason)
-            st._audit_line(c, QUARANTINED, atr=hexatr, result=reason, sw_trail=trail[-8:], **self.slot.where)
+            st._end(c, QUARANTINED, reason, atr=hexatr, result=reason, sw_trail=trail[-8:], **self.slot.where)
             return False
         finally:
             self.slot.done(t)
-        st.journal.finish(st.bid, c.row, DONE)
-        st._audit_line(c, DONE, atr=hexatr, result="personalized", verified_records=checked,
-                       sw_trail=_compress(trail), **self.slot.where, **extra)
+        st._end(c, DONE, None, atr=hexatr, result="personalized", verified_records=checked,
+                sw_trail=_compress(trail), **self.slot.where, **extra)
         return True
 
 

@@ -3,12 +3,18 @@
 Columns (CSV header names): ssn, name, sex, ethnicity, birthplace, birth_date, card_number,
 issue_date, expiry_date, region, init_org; optional: card_type (default 3), person_id,
 first_region, pan, pan_expiry (YYMMDD). Dates are YYYYMMDD. Region codes are 6 digits.
+
+Every value is normalized once, when it is read (`normalize`): leading and trailing spaces go,
+names are NFC, codes NFKC (full-width digits become ASCII) and the ID and card number upper
+case. Checks, duplicate searches, the journal, file names and the card all see only that value.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+import unicodedata
+from dataclasses import dataclass, field
 
 from applets.encoding import ItemError, check_card_number, check_citizen_id, split_name
 
@@ -19,6 +25,11 @@ REQUIRED = ("ssn", "name", "sex", "ethnicity", "birthplace", "birth_date", "card
 OPTIONAL = ("card_type", "person_id", "first_region", "pan", "pan_expiry")
 RID = "D156000005"
 SEXES = {"0": "unknown", "1": "male", "2": "female", "9": "unstated"}
+# The problem of a line the reader could not split into fields (never a CSV column name).
+RECORD = "record"
+# Spaces only: a control character is refused by the checks, never stripped away unseen.
+_SPACES = "".join(chr(c) for c in range(0x3001) if unicodedata.category(chr(c)) == "Zs")
+_UPPER = ("ssn", "card_number")
 
 
 class HolderError(ValueError):
@@ -29,11 +40,45 @@ class HolderError(ValueError):
         self.problems = problems
 
 
-def _date(text: str) -> dt.date | None:
-    try:
-        return dt.datetime.strptime(text, "%Y%m%d").date()
-    except (TypeError, ValueError):
+@dataclass(frozen=True)
+class Rules:
+    """What a plausible date is: from 1900 to 2099, birth not after today, issue not beyond
+    today + margin. `today` is fixed when the rules are made, so one batch checks with one date."""
+
+    today: dt.date = field(default_factory=dt.date.today)
+    issue_margin_days: int = 31
+    earliest: dt.date = dt.date(1900, 1, 1)
+    latest: dt.date = dt.date(2099, 12, 31)
+
+
+def normalize(holder: dict[str, str | None]) -> dict[str, str]:
+    """The one normalized form of a record: spaces stripped, NFC names, NFKC codes, upper-case IDs."""
+    out = {}
+    for k, v in holder.items():
+        text = (v or "").strip(_SPACES)
+        if k == RECORD:
+            out[k] = text
+            continue
+        text = unicodedata.normalize("NFC" if k == "name" else "NFKC", text).strip(_SPACES)
+        out[k] = text.upper() if k in _UPPER else text
+    return out
+
+
+def _date(text: str, fmt: str = "%Y%m%d", digits: int = 8) -> dt.date | None:
+    # strptime alone takes "2025031" (one-digit day); the exact digit count comes first.
+    if not re.fullmatch(f"[0-9]{{{digits}}}", text):
         return None
+    try:
+        return dt.datetime.strptime(text, fmt).date()
+    except ValueError:
+        return None
+
+
+def _control(text: str) -> str | None:
+    for i, ch in enumerate(text, 1):
+        if unicodedata.category(ch) in ("Cc", "Cf"):
+            return f"control character U+{ord(ch):04X} at character {i}"
+    return None
 
 
 def _name_capacity(profile: Profile) -> tuple[int, int]:
@@ -48,15 +93,20 @@ def _name_capacity(profile: Profile) -> tuple[int, int]:
     return first or 30, ext
 
 
-def check(holder: dict[str, str], profile: Profile) -> list[tuple[str, str]]:
+def check(holder: dict[str, str], profile: Profile, rules: Rules | None = None) -> list[tuple[str, str]]:
     """Every problem of one cardholder record, as (field, reason)."""
-    h = {k: (v or "").strip() for k, v in holder.items()}
+    h = normalize(holder)
+    if h.get(RECORD):
+        return [(RECORD, h[RECORD])]
+    rules = rules or Rules()
     problems = [(f, "missing") for f in REQUIRED if not h.get(f)]
-    missing = {f for f, _ in problems}
+    problems += [(f, why) for f, v in h.items() if (why := _control(v))]
+    reported = {f for f, _ in problems}
 
     def bad(field, why):
-        if field not in missing:
+        if field not in reported:
             problems.append((field, why))
+            reported.add(field)
 
     if h.get("ssn") and (why := check_citizen_id(h["ssn"])):
         bad("ssn", why)
@@ -76,17 +126,13 @@ def check(holder: dict[str, str], profile: Profile) -> list[tuple[str, str]]:
             bad(f, "must be a 6-digit region code")
     if h.get("init_org") and not re.fullmatch(r"[0-9]{1,24}", h["init_org"]):
         bad("init_org", "must be up to 24 digits")
-    dates = {f: _date(h[f]) for f in ("birth_date", "issue_date", "expiry_date") if h.get(f)}
-    for f, d in dates.items():
-        if d is None:
-            bad(f, "must be a real date YYYYMMDD")
-    b, i, e = (dates.get(f) for f in ("birth_date", "issue_date", "expiry_date"))
-    if b and i and not b < i:
-        bad("issue_date", "must come after the birth date")
-    if i and e and not i < e:
-        bad("expiry_date", "must come after the issue date")
-    if b and h.get("ssn") and check_citizen_id(h["ssn"]) is None and h["ssn"][6:14] != h["birth_date"]:
-        bad("birth_date", "differs from the date in the social security number")
+    for f, why in _date_problems(h, rules):
+        bad(f, why)
+    if h.get("ssn") and check_citizen_id(h["ssn"]) is None:
+        if h.get("birth_date") and h["ssn"][6:14] != h["birth_date"]:
+            bad("birth_date", "differs from the date in the social security number")
+        if (why := _sex_against_id(h["ssn"], h.get("sex", ""))):
+            bad("sex", why)
     if h.get("card_number") and (why := check_card_number(h["card_number"], profile.card_number_checked)):
         bad("card_number", why)
     if h.get("card_type") and not re.fullmatch(r"[0-9A-Z]", h["card_type"]):
@@ -95,9 +141,48 @@ def check(holder: dict[str, str], profile: Profile) -> list[tuple[str, str]]:
         bad("person_id", "must be up to 12 letters or digits")
     if h.get("pan") and not re.fullmatch(r"[0-9]{12,19}", h["pan"]):
         bad("pan", "must be 12..19 digits")
-    if h.get("pan_expiry") and not re.fullmatch(r"[0-9]{2}(0[1-9]|1[0-2])[0-3][0-9]", h["pan_expiry"]):
-        bad("pan_expiry", "must be YYMMDD")
+    if h.get("pan_expiry") and _date(h["pan_expiry"], "%y%m%d", 6) is None:
+        bad("pan_expiry", "must be a real date YYMMDD")
     return problems
+
+
+def _date_problems(h: dict[str, str], rules: Rules) -> list[tuple[str, str]]:
+    """Each date exactly 8 digits, real, between the rules' limits; birth ≤ issue < expiry; issue not
+    beyond today + margin."""
+    problems, dates = [], {}
+    for f in ("birth_date", "issue_date", "expiry_date"):
+        if not h.get(f):
+            continue
+        d = _date(h[f])
+        if d is None:
+            problems.append((f, "must be a real date of exactly 8 digits YYYYMMDD"))
+        elif not rules.earliest <= d <= rules.latest:
+            problems.append((f, f"{d:%Y-%m-%d} is outside {rules.earliest:%Y}..{rules.latest:%Y}"))
+        else:
+            dates[f] = d
+    b, i, e = (dates.get(f) for f in ("birth_date", "issue_date", "expiry_date"))
+    if b and b > rules.today:
+        problems.append(("birth_date", f"{b:%Y-%m-%d} is in the future (today is {rules.today:%Y-%m-%d})"))
+    if b and i and b > i:
+        problems.append(("issue_date", "must not come before the birth date"))
+    limit = rules.today + dt.timedelta(days=rules.issue_margin_days)
+    if i and i > limit:
+        problems.append(("issue_date", f"{i:%Y-%m-%d} is more than {rules.issue_margin_days} days after today "
+                                       f"({rules.today:%Y-%m-%d})"))
+    if i and e and not i < e:
+        problems.append(("expiry_date", "must come after the issue date"))
+    return problems
+
+
+def _sex_against_id(ssn: str, sex: str) -> str | None:
+    """GB 11643: the 17th character of the ID is odd for a man, even for a woman."""
+    if sex not in ("1", "2"):
+        return None
+    says = "1" if int(ssn[16]) % 2 else "2"
+    if sex == says:
+        return None
+    return (f"is {sex} ({SEXES[sex]}) but the social security number's 17th digit {ssn[16]} "
+            f"says {says} ({SEXES[says]})")
 
 
 def card_id(region: str, factor: bytes) -> str:
@@ -105,13 +190,14 @@ def card_id(region: str, factor: bytes) -> str:
     return region + RID + factor.hex().upper()
 
 
-def values(holder: dict[str, str], profile: Profile, factor: bytes, checked: bool = False) -> dict[str, str]:
+def values(holder: dict[str, str], profile: Profile, factor: bytes, rules: Rules | None = None,
+           checked: bool = False) -> dict[str, str]:
     """The item values of one cardholder for one chip (its diversification factor); `checked` when data
     preparation has checked the record already."""
-    problems = [] if checked else check(holder, profile)
+    problems = [] if checked else check(holder, profile, rules)
     if problems:
         raise HolderError(problems)
-    h = {k: (v or "").strip() for k, v in holder.items()}
+    h = normalize(holder)
     first, ext = _name_capacity(profile)
     head, tail = split_name(h["name"], first, ext)
     out = {k: h.get(k, "") for k in REQUIRED + OPTIONAL}
@@ -123,7 +209,7 @@ def values(holder: dict[str, str], profile: Profile, factor: bytes, checked: boo
 def sample() -> dict[str, str]:
     """A fictitious cardholder with valid data, for demos and tests."""
     return {
-        "ssn": "330302199003071215", "name": "张小燕", "sex": "2", "ethnicity": "01",
+        "ssn": "330302199003071215", "name": "张小燕", "sex": "1", "ethnicity": "01",
         "birthplace": "330302", "birth_date": "19900307", "card_number": "A02796279",
         "issue_date": "20240115", "expiry_date": "20340115", "region": "330300",
         "init_org": "330300000001", "person_id": "330300000042", "first_region": "330300",
@@ -137,31 +223,74 @@ class CsvError(ValueError):
     """A cardholder file that cannot be read at all (encoding, header); names the file and line."""
 
 
-def read_csv(path: str) -> list[tuple[int, dict[str, str]]]:
-    """Rows of a UTF-8 cardholder CSV as (line number, fields); the header names the columns."""
-    return list(iter_csv(path))
+ENCODINGS = ("utf-8", "gbk", "gb18030")
 
 
-def iter_csv(path: str):
-    """The rows of a cardholder CSV one at a time, (line number, fields): a file of any size in flat memory."""
+def read_csv(path: str, encoding: str = "utf-8") -> list[tuple[int, dict[str, str]]]:
+    """Rows of a cardholder CSV as (line number, normalized fields); the header names the columns."""
+    return list(iter_csv(path, encoding))
+
+
+def iter_csv(path: str, encoding: str = "utf-8"):
+    """The rows of a cardholder CSV one at a time, (line number, normalized fields): a file of any size in
+    flat memory.
+
+    No legal value holds a line break, so each line is one record: a stray quote spoils its own
+    line (reported there, under the field `record`) and never swallows the lines after it.
+    """
     import csv
 
+    codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
     try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            reader = csv.DictReader(f)
-            header = reader.fieldnames or []
-            missing = [c for c in REQUIRED if c not in header]
-            if missing:
-                raise CsvError(f"{path}: line 1: missing column(s) {', '.join(missing)}")
-            unknown = [c for c in header if c not in REQUIRED + OPTIONAL]
-            if unknown:
-                raise CsvError(f"{path}: line 1: unknown column(s) {', '.join(unknown)}")
-            for row in reader:
-                yield reader.line_num, {k: (v or "") for k, v in row.items() if k}
-    except UnicodeDecodeError as e:
-        raise CsvError(f"{path}: not UTF-8 (byte {e.start})") from None
+        f = open(path, "rb")
     except OSError as e:
         raise CsvError(f"{path}: {e.strerror}") from None
+    with f:
+        header: list[str] | None = None
+        for n, raw in enumerate(f, 1):
+            line = _decode_line(path, raw, codec if n == 1 else codec.replace("-sig", ""), encoding, n)
+            line = line.rstrip("\r\n")
+            if header is None:
+                header = _header(path, [c.strip(_SPACES) for c in next(csv.reader([line]))])
+                continue
+            if not line.strip(_SPACES):
+                continue
+            fields = next(csv.reader([line]))
+            row = dict(zip(header, fields))
+            if (col := _unclosed_quote(line)) is not None:
+                row[RECORD] = f"a quoted field opens at column {col} and does not close on this line (a stray \"?)"
+            elif len(fields) != len(header):
+                row[RECORD] = f"{len(fields)} fields where the header has {len(header)}"
+            yield n, normalize(row)
+        if header is None:
+            _header(path, [])
+
+
+def _header(path: str, header: list[str]) -> list[str]:
+    missing = [c for c in REQUIRED if c not in header]
+    if missing:
+        raise CsvError(f"{path}: line 1: missing column(s) {', '.join(missing)}")
+    unknown = [c for c in header if c not in REQUIRED + OPTIONAL]
+    if unknown:
+        raise CsvError(f"{path}: line 1: unknown column(s) {', '.join(unknown)}")
+    twice = sorted({c for c in header if header.count(c) > 1})
+    if twice:
+        raise CsvError(f"{path}: line 1: column(s) {', '.join(twice)} appear twice")
+    return header
+
+
+def _decode_line(path: str, raw: bytes, codec: str, encoding: str, n: int) -> str:
+    """One line's text; an undecodable byte is named by line and column, with the encoding the file looks like."""
+    try:
+        return raw.decode(codec)
+    except UnicodeDecodeError as e:
+        col = len(raw[: e.start].decode(codec, errors="replace")) + 1
+        with open(path, "rb") as f:         # only on the error path: judge the whole file's encoding
+            hint = _looks_like(f.read(), encoding)
+        raise CsvError(f"{path}: line {n}, column {col}: byte 0x{raw[e.start]:02X} is not {encoding.upper()}; "
+                       f"{hint}") from None
+    except LookupError:
+        raise CsvError(f"{path}: unknown encoding {encoding!r} (one of {', '.join(ENCODINGS)})") from None
 
 
 def _chunks(rows, size: int):
@@ -175,7 +304,21 @@ def _chunks(rows, size: int):
         yield chunk
 
 
-def check_stream(rows, profile: Profile, workers: int | None = None, chunk: int = 2000):
+_WORKER: list = []
+
+
+def _load_profile(source, rules) -> None:
+    """A check worker builds the profile once, not once per chunk."""
+    from .profile import build
+    _WORKER[:] = [build(source), rules]
+
+
+def _check_rows(chunk):
+    prof, rules = _WORKER
+    return [(line, check(row, prof, rules)) for line, row in chunk]
+
+
+def check_stream(rows, profile: Profile, workers: int | None = None, chunk: int = 2000, rules: Rules | None = None):
     """Chunks of (line, row, problems) in file order, checked on all cores with a bounded number of chunks in
     flight, so memory stays flat however many rows come. Duplicates are not looked for here."""
     import os
@@ -183,11 +326,12 @@ def check_stream(rows, profile: Profile, workers: int | None = None, chunk: int 
     from concurrent.futures import ProcessPoolExecutor
 
     workers = workers or os.cpu_count() or 1
+    rules = rules or Rules()
     if workers == 1:
         for part in _chunks(rows, chunk):
-            yield [(line, row, check(row, profile)) for line, row in part]
+            yield [(line, row, check(row, profile, rules)) for line, row in part]
         return
-    with ProcessPoolExecutor(workers, initializer=_load_profile, initargs=(profile.source,)) as pool:
+    with ProcessPoolExecutor(workers, initializer=_load_profile, initargs=(profile.source, rules)) as pool:
         flight: deque = deque()
         for part in _chunks(rows, chunk):
             flight.append((part, pool.submit(_check_rows, part)))
@@ -201,46 +345,70 @@ def _joined(part, future):
     return [(line, row, p) for (line, row), (_, p) in zip(part, future.result())]
 
 
-_WORKER_PROFILE: list = []
+def _unclosed_quote(line: str) -> int | None:
+    """The column (from 1) of a quote that opens a field and never closes on the line, or None."""
+    i = 0
+    while i <= len(line):
+        if line.startswith('"', i):
+            j = i + 1
+            while True:
+                j = line.find('"', j)
+                if j < 0:
+                    return i + 1
+                if line.startswith('""', j):
+                    j += 2
+                    continue
+                break
+            i = j + 1
+        comma = line.find(",", i)
+        if comma < 0:
+            return None
+        i = comma + 1
+    return None
 
 
-def _load_profile(source) -> None:
-    """A check worker builds the profile once, not once per chunk."""
-    from .profile import build
-    _WORKER_PROFILE[:] = [build(source)]
-
-
-def _check_rows(chunk):
-    return [(line, check(row, _WORKER_PROFILE[0])) for line, row in chunk]
+def _looks_like(raw: bytes, tried: str) -> str:
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "it looks like UTF-16 (Excel's 'Unicode text'): save it as CSV UTF-8"
+    for enc in ("utf-8", "gbk", "gb18030"):
+        if enc == tried.lower():
+            continue
+        try:
+            raw.decode(enc)
+        except UnicodeDecodeError:
+            continue
+        return f"the whole file reads as {enc.upper()}: add --encoding {enc}"
+    return f"it is not {' or '.join(e.upper() for e in ENCODINGS)} either"
 
 
 def _check_chunk(args) -> list[tuple[int, list[tuple[str, str]]]]:
-    profile_source, chunk = args
+    profile_source, rules, chunk = args
     from .profile import build
     prof = build(profile_source)
-    return [(line, check(row, prof)) for line, row in chunk]
+    return [(line, check(row, prof, rules)) for line, row in chunk]
 
 
 def check_all(rows: list[tuple[int, dict[str, str]]], profile: Profile, workers: int | None = None,
-              chunk: int = 2000) -> dict[int, list[tuple[str, str]]]:
+              chunk: int = 2000, rules: Rules | None = None) -> dict[int, list[tuple[str, str]]]:
     """Every problem of every row (line → problems), the checks spread over all cores; duplicates too."""
     import os
     from concurrent.futures import ProcessPoolExecutor
 
     workers = workers or os.cpu_count() or 1
+    rules = rules or Rules()
     problems: dict[int, list[tuple[str, str]]] = {}
     if workers > 1 and len(rows) > chunk:
-        parts = [(profile.source, rows[i:i + chunk]) for i in range(0, len(rows), chunk)]
+        parts = [(profile.source, rules, rows[i:i + chunk]) for i in range(0, len(rows), chunk)]
         with ProcessPoolExecutor(workers) as pool:
             for result in pool.map(_check_chunk, parts):
                 problems.update((line, p) for line, p in result if p)
     else:
-        problems.update((line, p) for line, p in ((line, check(row, profile)) for line, row in rows) if p)
+        problems.update((line, p) for line, p in ((line, check(row, profile, rules)) for line, row in rows) if p)
     for field in ("ssn", "card_number"):
         first: dict[str, int] = {}
         for line, row in rows:
-            value = (row.get(field) or "").strip()
-            if not value:
+            value = row.get(field)
+            if not value or row.get(RECORD):
                 continue
             if value in first:
                 problems.setdefault(line, []).append((field, f"duplicate of line {first[value]}"))

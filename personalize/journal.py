@@ -7,12 +7,17 @@ PostgreSQL) with its station id and a lease it renews while it works; a row whos
 claimed again by whoever comes next. Card numbers and social security numbers are unique in the
 database itself, across batches.
 
+The journal also keeps what it takes to trust the audit logs: the number and keyed hash of every
+audit line each station wrote (recorded in the same transaction as the card's state, before the line
+is appended, so a line lost to a crash is written again when that log is next opened).
+
 No PIN, key, cryptogram or MAC is ever stored: rows hold card numbers, the cardholder's printed
 data, ATRs, steps and status words.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
@@ -42,10 +47,14 @@ V2 = [
     "ALTER TABLE cards ADD COLUMN station TEXT",
     "ALTER TABLE cards ADD COLUMN lease_until DOUBLE PRECISION",
     "ALTER TABLE cards ADD COLUMN claimed DOUBLE PRECISION",
-    "ALTER TABLE cards ADD COLUMN audited INTEGER NOT NULL DEFAULT 1",
     "ALTER TABLE cards ADD COLUMN holder TEXT",
     "CREATE UNIQUE INDEX IF NOT EXISTS ssn_once ON cards(ssn) WHERE state != 'rejected'",
     "CREATE INDEX IF NOT EXISTS cards_todo ON cards(batch, state, row)",
+    "CREATE TABLE IF NOT EXISTS audit_logs (log TEXT PRIMARY KEY, path TEXT NOT NULL, created DOUBLE PRECISION "
+    "NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS audit_lines (log TEXT NOT NULL, seq INTEGER NOT NULL, hash TEXT NOT NULL, "
+    "batch TEXT NOT NULL, event TEXT NOT NULL, row INTEGER, PRIMARY KEY (log, seq))",
+    "CREATE TABLE IF NOT EXISTS audit_next (log TEXT PRIMARY KEY, seq INTEGER NOT NULL, line TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS sscard_schema (version INTEGER NOT NULL)",
 ]
 
@@ -85,13 +94,30 @@ class CardRow:
         return json.loads(self.holder_json) if self.holder_json else {}
 
 
+@dataclass(frozen=True)
+class AuditMark:
+    """An audit line as the journal records it: its log, number and keyed hash, batch, event and card row."""
+
+    log: str
+    seq: int
+    hash: str
+    batch: str
+    event: str
+    row: int | None = None
+
+
 def is_database_url(target: str) -> bool:
     return target.startswith(("postgresql://", "postgres://"))
 
 
-def open_journal(target: str, station: str = "") -> "Journal":
-    """The journal a `--journal` value names: a postgresql:// URL or a SQLite file."""
-    return PostgresJournal(target, station) if is_database_url(target) else SqliteJournal(target, station)
+def open_journal(target: str, station: str = "", create: bool = True) -> "Journal":
+    """The journal a `--journal` value names: a postgresql:// URL or a SQLite file (which must exist unless
+    `create`)."""
+    if is_database_url(target):
+        return PostgresJournal(target, station)
+    if not create and not os.path.exists(target):
+        raise JournalError(f"{target}: no such journal")
+    return SqliteJournal(target, station)
 
 
 def redact(target: str) -> str:
@@ -217,15 +243,18 @@ class Journal:
             return dict(q("SELECT state, COUNT(*) FROM cards WHERE batch = ? GROUP BY state", (batch_id,)).fetchall())
 
     # ---- claims ----
+    EXCLUSIVE = False           # True: own() keeps every other process out of the journal
+
     def release_own(self, batch_id: str) -> None:
-        """After own(): cards this station held when it died are free to claim at once."""
+        """After own(): cards this station held when it died (on an exclusive journal: any station) are free to
+        claim at once."""
         with self._tx() as q:
-            q("UPDATE cards SET lease_until = 0 WHERE batch = ? AND station = ? AND lease_until IS NOT NULL",
-              (batch_id, self.station))
+            q("UPDATE cards SET lease_until = 0 WHERE batch = ? AND lease_until IS NOT NULL"
+              + ("" if self.EXCLUSIVE else " AND station = ?"), (batch_id,) + (() if self.EXCLUSIVE else (self.station,)))
 
     def claim(self, batch_id: str, lease: float) -> CardRow | None:
-        """Take the next cardholder: a pending one, or one whose holder's lease ran out (a card half made, or
-        made but not yet audited). The row comes back as it was before the claim."""
+        """Take the next cardholder, before any APDU: a pending one, or one whose station's lease ran out (a card
+        half made). The row comes back as it was before the claim."""
         with self._tx() as q:
             row = q(f"SELECT {COLUMNS} FROM cards WHERE batch = ? AND (state = 'pending' OR "
                     f"(lease_until IS NOT NULL AND lease_until < {{now}})) ORDER BY row LIMIT 1{self.SKIP_LOCKED}",
@@ -247,22 +276,66 @@ class Journal:
                    "WHERE batch = ? AND row = ? AND station = ? AND lease_until IS NOT NULL",
                    (step, target, atr, lease, batch_id, row, self.station), row)
 
-    def finish(self, batch_id: str, row: int, state: str, reason: str | None = None) -> None:
-        """The card is done or quarantined; its audit line is still owed (the lease stays until audited)."""
-        self._held("UPDATE cards SET state = ?, reason = ?, audited = 0, updated = {now} "
+    def finish(self, batch_id: str, row: int, state: str, reason: str | None = None,
+               mark: AuditMark | None = None, line: str = "") -> None:
+        """A card's end state and the record of its audit line, in one transaction: the card leaves the station."""
+        self._held("UPDATE cards SET state = ?, reason = ?, lease_until = NULL, updated = {now} "
                    "WHERE batch = ? AND row = ? AND station = ? AND lease_until IS NOT NULL",
-                   (state, reason, batch_id, row, self.station), row)
+                   (state, reason, batch_id, row, self.station), row, mark, line)
 
-    def audited(self, batch_id: str, row: int) -> None:
-        """The card's audit line is written: the card leaves this station's hands."""
-        self._held("UPDATE cards SET audited = 1, lease_until = NULL, updated = {now} "
-                   "WHERE batch = ? AND row = ? AND station = ? AND lease_until IS NOT NULL",
-                   (batch_id, row, self.station), row)
-
-    def _held(self, sql: str, args: tuple, row: int) -> None:
+    def _held(self, sql: str, args: tuple, row: int, mark: AuditMark | None = None, line: str = "") -> None:
         with self._tx() as q:
             if q(sql, args).rowcount != 1:
                 raise LeaseLost(f"line {row}: station {self.station}'s claim ran out and another station took the card")
+            self._record(q, mark, line)
+
+    # ---- the audit logs' records ----
+    @staticmethod
+    def _record(q, mark: AuditMark | None, line: str) -> None:
+        if mark is None:
+            return
+        q("INSERT INTO audit_lines (log, seq, hash, batch, event, row) VALUES (?, ?, ?, ?, ?, ?)",
+          (mark.log, mark.seq, mark.hash, mark.batch, mark.event, mark.row))
+        q("INSERT INTO audit_next (log, seq, line) VALUES (?, ?, ?) "
+          "ON CONFLICT (log) DO UPDATE SET seq = excluded.seq, line = excluded.line", (mark.log, mark.seq, line))
+
+    def mark(self, mark: AuditMark, line: str) -> None:
+        """Record an audit line (number, hash, event) before it is appended to its log."""
+        with self._tx() as q:
+            self._record(q, mark, line)
+
+    def register_log(self, log: str, path: str) -> None:
+        with self._tx() as q:
+            q("INSERT INTO audit_logs (log, path, created) VALUES (?, ?, {now}) ON CONFLICT (log) DO NOTHING",
+              (log, path))
+
+    def logs(self) -> dict[str, str]:
+        """Every audit log the journal knows: log id → path it was written at."""
+        with self._tx() as q:
+            return dict(q("SELECT log, path FROM audit_logs").fetchall())
+
+    def marks(self, log: str) -> list[AuditMark]:
+        with self._tx() as q:
+            rows = q("SELECT log, seq, hash, batch, event, row FROM audit_lines WHERE log = ? ORDER BY seq",
+                     (log,)).fetchall()
+        return [AuditMark(*r) for r in rows]
+
+    def card_marks(self) -> set[tuple[str, int]]:
+        """(batch, row) of every card line any station's log recorded."""
+        with self._tx() as q:
+            return {(b, r) for b, r in q("SELECT batch, row FROM audit_lines WHERE event IN "
+                                         "('card-done', 'card-quarantined')").fetchall()}
+
+    def next_line(self, log: str) -> tuple[int, str] | None:
+        """The last audit line recorded for a log (number, text): the one a crash may have kept from it."""
+        with self._tx() as q:
+            row = q("SELECT seq, line FROM audit_next WHERE log = ?", (log,)).fetchone()
+        return tuple(row) if row else None
+
+    def states(self) -> dict[tuple[str, int], tuple[str, str]]:
+        """Every card of every batch: (batch, row) → (state, card number)."""
+        with self._tx() as q:
+            return {(b, r): (s, n) for b, r, s, n in q("SELECT batch, row, state, card_number FROM cards").fetchall()}
 
     def renew(self, batch_id: str, lease: float) -> None:
         """Keep every card this station is working on claimed for another `lease` seconds."""
@@ -313,8 +386,8 @@ class _NewBatch:
 
     def add(self, rows) -> None:
         """Rows as (line, card number, ssn, state, reason, holder fields)."""
-        self.journal._many(self.q, "INSERT INTO cards (batch, row, card_number, ssn, state, reason, holder, updated, "
-                                   "audited) VALUES (?, ?, ?, ?, ?, ?, ?, {now}, 1)",
+        self.journal._many(self.q, "INSERT INTO cards (batch, row, card_number, ssn, state, reason, holder, updated) "
+                                   "VALUES (?, ?, ?, ?, ?, ?, ?, {now})",
                            [(self.batch_id, r, num, ssn, state, reason, json.dumps(holder, ensure_ascii=False))
                             for r, num, ssn, state, reason, holder in rows])
 
@@ -323,6 +396,7 @@ class SqliteJournal(Journal):
     """The journal in a SQLite file in WAL mode: one station owns a batch at a time."""
 
     NOW = "((julianday('now') - 2440587.5) * 86400.0)"
+    EXCLUSIVE = True
 
     def _connect(self) -> None:
         try:
@@ -354,27 +428,37 @@ class SqliteJournal(Journal):
         return {r[0] for r in q("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()}
 
     def own(self, batch_id: str, wait: float = 0.0) -> None:
-        import fcntl
-        path = f"{self.target}.{batch_id}.lock"
-        f = open(path, "a+")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "another process"
-            f.close()
-            raise JournalError(f"batch {batch_id} is being run by {holder}: one station at a time on a SQLite "
-                               "journal (use PostgreSQL for several)") from None
-        f.seek(0)
-        f.truncate()
-        f.write(f"station {self.station} (pid {os.getpid()} on {socket.gethostname()})\n")
-        f.flush()
-        self._owner = f
+        self._owner = Owner(self.target, f"batch {batch_id}, station {self.station}")
 
     def close(self) -> None:
         super().close()
         if self._owner:
-            self._owner.close()         # the lock goes with the descriptor
+            self._owner.release()
+
+
+class Owner:
+    """This process's hold on a SQLite journal: an exclusive flock on `<journal>.lock`, which the kernel
+    drops when the process dies, so it never goes stale. The file names the holder for the message."""
+
+    def __init__(self, journal_path: str, what: str) -> None:
+        self.path = f"{journal_path}.lock"
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 512).decode("utf-8", "replace").strip() or "another process (starting up)"
+            os.close(fd)
+            raise JournalError(f"{journal_path} is in use by {holder}; wait for it to finish or stop it "
+                               "(several stations need a PostgreSQL journal)") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S%z')}"
+                     f" ({what})\n".encode())
+        self._fd: int | None = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class PostgresJournal(Journal):

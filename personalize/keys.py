@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from cardos.crypto import Algorithm, diversify, encrypt_ecb, mac4, seal
@@ -61,12 +63,19 @@ class KeyProvider(Protocol):
 
     def version(self, name: str) -> int: ...
 
+    def audit_mac(self, data: bytes) -> bytes:
+        """HMAC-SHA256 of data under the audit-chain key, a key derived inside the provider and never given out."""
+
+
+AUDIT_LABEL = b"sscard audit chain v1"
+
 
 class SoftwareKeys:
     """A key provider over master keys held in memory (loaded from a key file)."""
 
     def __init__(self, masters: dict[str, tuple[Algorithm, bytes, int]]) -> None:
         self._masters = dict(masters)
+        self._audit_key: bytes | None = None
 
     def names(self) -> list[str]:
         return sorted(self._masters)
@@ -110,6 +119,16 @@ class SoftwareKeys:
     def version(self, name: str) -> int:
         return self._masters[name][2] if name in self._masters else 0
 
+    def audit_mac(self, data: bytes) -> bytes:
+        """HMAC-SHA256 under HKDF-SHA256(every master key, sorted by name; fixed label): the audit
+        log verifies only with the key file it was written under."""
+        if self._audit_key is None:
+            ikm = b"".join(name.encode() + b"\0" + self._masters[name][1] for name in sorted(self._masters))
+            self._audit_key = HKDF(hashes.SHA256(), 32, salt=None, info=AUDIT_LABEL).derive(ikm)
+        h = hmac.HMAC(self._audit_key, hashes.SHA256())
+        h.update(data)
+        return h.finalize()
+
 
 # ---- the key file ------------------------------------------------------------------------------
 
@@ -117,8 +136,35 @@ def _kdf(salt: bytes) -> Scrypt:
     return Scrypt(salt=salt, length=32, n=2**14, r=8, p=1)
 
 
-def save_key_file(path: str | os.PathLike, masters: dict[str, tuple[Algorithm, bytes, int]], passphrase: str) -> None:
-    """Write master keys encrypted under a passphrase (scrypt + AES-256-GCM), atomically, mode 600."""
+class KeyFileError(ValueError):
+    """A key file that cannot be opened; never says anything about the keys inside."""
+
+
+def refuse_loose_rights(path: str | os.PathLike, mode: int) -> None:
+    """A key file others may read or replace is refused, with the command that fixes it."""
+    if mode & 0o077:
+        raise KeyFileError(f"{path}: group or others have rights on this key file (mode {mode & 0o777:o}); "
+                           f"run: chmod 600 {path}")
+
+
+MIN_PASSPHRASE = 12
+
+
+def passphrase_problem(passphrase: str) -> str | None:
+    """Why a passphrase is too weak for a key file (never repeating it), or None."""
+    if len(passphrase) < MIN_PASSPHRASE:
+        return f"the passphrase has {len(passphrase)} characters; a key file needs at least {MIN_PASSPHRASE}"
+    if len(set(passphrase)) < 5:
+        return "the passphrase repeats too few different characters (at least 5 different ones)"
+    return None
+
+
+def save_key_file(path: str | os.PathLike, masters: dict[str, tuple[Algorithm, bytes, int]], passphrase: str,
+                  weak_ok: bool = False) -> None:
+    """Write master keys encrypted under a passphrase (scrypt + AES-256-GCM), atomically, mode 600;
+    a weak passphrase only for published demo keys (weak_ok)."""
+    if not weak_ok and (why := passphrase_problem(passphrase)):
+        raise KeyFileError(f"{path}: {why}")
     plain = json.dumps({name: {"algorithm": alg.value, "value": v.hex().upper(), "version": ver}
                         for name, (alg, v, ver) in masters.items()}).encode()
     salt, nonce = os.urandom(16), os.urandom(12)
@@ -128,17 +174,25 @@ def save_key_file(path: str | os.PathLike, masters: dict[str, tuple[Algorithm, b
            "nonce": nonce.hex(), "ciphertext": body.hex(),
            "names": sorted(masters)}
     target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(doc, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, target)
-
-
-class KeyFileError(ValueError):
-    """A key file that cannot be opened; never says anything about the keys inside."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    # O_EXCL: a temporary left by a crash (perhaps with looser rights) is never reused.
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(fd, 0o600)                              # whatever the umask
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def load_key_file(path: str | os.PathLike, passphrase: str | None = None) -> SoftwareKeys:
@@ -148,10 +202,12 @@ def load_key_file(path: str | os.PathLike, passphrase: str | None = None) -> Sof
     if passphrase is None:
         raise KeyFileError(f"{path}: no passphrase (set {PASSPHRASE_ENV} or answer the prompt)")
     try:
-        doc = json.loads(Path(path).read_text())
+        with open(path, "rb") as f:
+            refuse_loose_rights(path, os.fstat(f.fileno()).st_mode)
+            doc = json.loads(f.read())
     except OSError as e:
         raise KeyFileError(f"{path}: {e.strerror}") from None
-    except json.JSONDecodeError:
+    except ValueError:
         raise KeyFileError(f"{path}: not a key file (not JSON)") from None
     if doc.get("format") != FORMAT:
         raise KeyFileError(f"{path}: not an sscard issuer key file")

@@ -17,6 +17,7 @@ from cardos import image
 from cli import main
 from personalize import batch, cardholders, compile, virtual
 from personalize.audit import verify
+from personalize.journal import open_journal
 from personalize.keys import KeyRef, save_key_file
 from personalize.profile import ProfileError, build, load
 from personalize.script import render, run
@@ -34,6 +35,15 @@ def keyfile(tmp_path):
     save_key_file(path, {n: (provider.algorithm(KeyRef(n)), provider.value_for_plain_load(KeyRef(n)), 1)
                          for n in provider.names()}, PASS)
     return str(path)
+
+
+def checked(audit, journal, provider=None):
+    """`verify` of an audit log against its journal under the test keys: (lines, problems)."""
+    j = open_journal(str(journal), create=False)
+    try:
+        return verify(audit, (provider or keys()).audit_mac, j)
+    finally:
+        j.close()
 
 
 def cli(*args, input=None):
@@ -90,7 +100,7 @@ BAD = {
     "ethnicity": ("77", "GB 3304"),
     "birthplace": ("9999", "region code"),
     "birth_date": ("19900230", "real date"),
-    "issue_date": ("19800101", "after the birth date"),
+    "issue_date": ("19800101", "before the birth date"),
     "expiry_date": ("20200101", "after the issue date"),
     "card_number": ("A02796278", "check character"),
     "region": ("33030", "region code"),
@@ -111,7 +121,7 @@ def test_missing_fields_long_names_and_duplicates():
     assert ("name", "missing") in cardholders.check(dict(h, name=""), prof())
     assert any(f == "name" for f, _ in cardholders.check(dict(h, name="张" * 26), prof()))
     assert any(f == "name" for f, _ in cardholders.check(dict(h, name="张" * 16), load("ss-1.00")))  # no 4E on 1.00
-    rows = [(2, h), (3, dict(h)), (4, dict(h, card_number="X00000019", ssn="11010519491231002X", birth_date="19491231"))]
+    rows = [(2, h), (3, dict(h)), (4, dict(h, card_number="X00000019", ssn="11010519491231002X", birth_date="19491231", sex="2"))]
     problems = cardholders.check_all(rows, prof(), workers=1)
     assert problems[3] == [("ssn", "duplicate of line 2"), ("card_number", "duplicate of line 2")] and 4 not in problems
 
@@ -150,7 +160,7 @@ def test_a_batch_of_200_cards_into_images(tmp_path):
     assert r.items["card_number"] == files[17].stem and r.life["ssse"] == "issued"
     rejects = Path(result.rejects_file).read_text()
     assert "202,ssn,check character should be" in rejects
-    n, problems = verify(opts.audit)
+    n, problems = checked(opts.audit, opts.journal)
     assert problems == [] and n == 202                           # start, 200 cards, end
     again = batch.run_batch(_opts(tmp_path, opts.cardholder_file, resume=True))
     assert again.made_now == 0 and again.done == 200
@@ -188,7 +198,7 @@ def test_an_authentication_failure_quarantines_the_card_and_failures_stop_the_ba
     assert result.quarantined == 3 and result.done == 0 and result.pending == 3
     assert "stopped" in result.stopped
     assert all("authentication failure: not retried" in q["reason"] for q in result.quarantine)
-    n, problems = verify(opts.audit)
+    n, problems = checked(opts.audit, opts.journal, opts.keys)
     assert not problems
 
 
@@ -230,7 +240,7 @@ def test_sigkill_at_random_points_then_resume_gives_the_same_cards(tmp_path, key
     assert made == expected                                       # the same cards, byte for byte
     db = sqlite3.connect(tmp_path / "cards" / "perso-journal.sqlite")
     assert db.execute("SELECT COUNT(*), COUNT(DISTINCT card_number) FROM cards").fetchone() == (120, 120)
-    n, problems = verify(tmp_path / "cards" / "perso-audit.jsonl")
+    n, problems = checked(tmp_path / "cards" / "perso-audit.jsonl", tmp_path / "cards" / "perso-journal.sqlite")
     assert problems == []
     assert not list((tmp_path / "cards").glob(".sscard-tmp.*"))            # a killed save's leftovers are cleaned
 
@@ -264,19 +274,20 @@ def test_no_pin_or_key_reaches_journal_audit_or_json(tmp_path, keyfile):
             assert f'"{pin}"' not in text and f"'{pin}'" not in text and f"{pin}F" not in text, f"a PIN in the {where}"
 
 
-def test_audit_verify_catches_an_edited_or_removed_line(tmp_path):
+def test_audit_verify_catches_an_edited_or_removed_line(tmp_path, keyfile):
     opts = _opts(tmp_path, _csv(tmp_path, 4))
     batch.run_batch(opts)
     log = Path(opts.audit)
     lines = log.read_text().splitlines(keepends=True)
-    assert cli("audit", "verify", str(log)).exit_code == 0
+    args = ("audit", "verify", str(log), "--journal", opts.journal, "--keys", keyfile)
+    assert cli(*args).exit_code == 0
     edited = lines[:]
     edited[2] = edited[2].replace('"personalized"', '"PERSONALIZED"')
     log.write_text("".join(edited))
-    r = cli("audit", "verify", str(log))
-    assert r.exit_code != 0 and "line 3: its contents do not match its hash (edited)" in r.output
+    r = cli(*args)
+    assert r.exit_code != 0 and "line 3: its keyed hash does not match" in r.output
     log.write_text("".join(lines[:2] + lines[3:]))
-    r = cli("audit", "verify", str(log))
+    r = cli(*args)
     assert r.exit_code != 0 and "line 3: does not follow line 2" in r.output
 
 

@@ -68,7 +68,7 @@ def test_every_row_of_the_spec_table_reads_back_decoded():
     assert {k: r.items[k] for k in ("card_type", "init_org", "issue_date", "expiry_date", "card_number", "ssn",
                                     "sex", "ethnicity", "birthplace", "birth_date")} == {
         "card_type": "3", "init_org": "330300000001", "issue_date": "20240115", "expiry_date": "20340115",
-        "card_number": "A02796279", "ssn": "330302199003071215", "sex": "2", "ethnicity": "01",
+        "card_number": "A02796279", "ssn": "330302199003071215", "sex": "1", "ethnicity": "01",
         "birthplace": "330302", "birth_date": "19900307"}
     assert r.generation == "2.00" and r.full_name == "张小燕" and r.items["name_extension"] == ""
 

@@ -66,10 +66,11 @@ def _station(tmp_path, csv_path, keyfile, journal, name, lease=3.0, extra=()):
                             env=dict(os.environ, SSCARD_KEYS_PASSPHRASE=PASS))
 
 
-def _verify(tmp_path, journal):
+def _verify(tmp_path, journal, keyfile):
     logs = sorted(str(p) for p in tmp_path.glob("audit-*.jsonl"))
-    return subprocess.run([sys.executable, "-m", "cli", "audit", "verify", *logs, "--journal", journal],
-                          cwd=ROOT, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "cli", "audit", "verify", *logs, "--journal", journal,
+                           "--keys", keyfile], cwd=ROOT, capture_output=True, text=True,
+                          env=dict(os.environ, SSCARD_KEYS_PASSPHRASE=PASS))
 
 
 def _kill_and_restart(tmp_path, csv_path, keyfile, journal, names, seed, rounds):
@@ -94,14 +95,14 @@ def _kill_and_restart(tmp_path, csv_path, keyfile, journal, names, seed, rounds)
     return kills, outs
 
 
-def _check_end_state(tmp_path, journal_cards, valid, journal):
+def _check_end_state(tmp_path, journal_cards, valid, journal, keyfile):
     made = sorted(p.stem for p in (tmp_path / "cards").glob("*.json"))
     assert made == sorted(h["card_number"] for h in valid)                   # one card per valid cardholder
     done = [c for c in journal_cards if c.state == "done"]
     assert sorted(c.card_number for c in done) == made                       # every card number once
     assert len({c.ssn for c in done}) == len(done)
     assert not list((tmp_path / "cards").glob(".sscard-tmp.*"))
-    r = _verify(tmp_path, journal)
+    r = _verify(tmp_path, journal, keyfile)
     assert r.returncode == 0, r.stdout + r.stderr                            # chains intact, every line present
     lines = [json.loads(x) for p in tmp_path.glob("audit-*.jsonl") for x in p.read_text().splitlines()]
     assert all(x["station"] and x["batch"] and x["seq"] for x in lines)
@@ -120,6 +121,6 @@ def test_three_stations_on_postgresql_killed_and_restarted_make_each_card_once(t
         assert j.counts(bid) == {"done": 300, "rejected": 1}
         stations = {c.station for c in j.cards(bid) if c.state == "done"}
         assert stations == {"s1", "s2", "s3"}                                 # the work really was shared
-        _check_end_state(tmp_path, j.cards(bid), holders, pg_url)
+        _check_end_state(tmp_path, j.cards(bid), holders, pg_url, keyfile)
     finally:
         j.close()
