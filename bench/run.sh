@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cd bench
-for b in inprocess pcsc perso scale; do ../.venv/bin/python "$b.py"; echo; done
+for b in inprocess pcsc perso scale stations; do ../.venv/bin/python "$b.py"; echo; done

@@ -59,11 +59,21 @@ def _holders(tmp_path, n, bad=()):
 
 
 def _station(tmp_path, csv_path, keyfile, journal, name, lease=3.0, extra=()):
+    if not journal.startswith("postgresql:") and _has_batch(journal):
+        extra = (*extra, "--resume")              # on SQLite a batch already begun is finished with --resume
     args = [sys.executable, "-m", "cli", "perso", "run", "--cardholders", csv_path, "--keys", keyfile,
             "--out-dir", str(tmp_path / "cards"), "--journal", journal, "--station", name, "--lease", str(lease),
             "--audit", str(tmp_path / f"audit-{name}.jsonl"), "--json", *extra]
     return subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, SSCARD_KEYS_PASSPHRASE=PASS))
+
+
+def _has_batch(journal: str) -> bool:
+    try:
+        with sqlite3.connect(journal) as db:
+            return db.execute("SELECT COUNT(*) FROM batches").fetchone()[0] > 0
+    except sqlite3.Error:
+        return False
 
 
 def _verify(tmp_path, journal, keyfile):
@@ -124,3 +134,117 @@ def test_three_stations_on_postgresql_killed_and_restarted_make_each_card_once(t
         _check_end_state(tmp_path, j.cards(bid), holders, pg_url, keyfile)
     finally:
         j.close()
+
+
+def test_one_station_on_sqlite_killed_and_restarted_makes_each_card_once(tmp_path, keyfile):
+    holders = cardholders.generate(300, seed=18)
+    csv_path = _holders(tmp_path, 300)
+    journal = str(tmp_path / "journal.sqlite")
+    kills, outs = _kill_and_restart(tmp_path, csv_path, keyfile, journal, ["solo"], seed=3, rounds=6)
+    assert kills >= 3, "the test must really kill the station"
+    j = open_journal(journal)
+    try:
+        bid = outs["solo"]["batch"]
+        assert j.counts(bid) == {"done": 300}
+        _check_end_state(tmp_path, j.cards(bid), holders, journal, keyfile)
+    finally:
+        j.close()
+
+
+def _two_at_once(tmp_path, keyfile, journal, delay):
+    csv_path = _holders(tmp_path, 12)
+    a = _station(tmp_path, csv_path, keyfile, journal, "a")
+    time.sleep(delay)
+    b = _station(tmp_path, csv_path, keyfile, journal, "b")
+    outs = [p.communicate(timeout=300) for p in (a, b)]
+    return [p.returncode for p in (a, b)], outs
+
+
+def _made_once(tmp_path, journal):
+    j = open_journal(journal)
+    try:
+        (bid,) = j.batches()
+        done = [c for c in j.cards(bid) if c.state == "done"]
+        lines = [json.loads(x) for p in tmp_path.glob("audit-*.jsonl") for x in p.read_text().splitlines()]
+        made = [x["card_number"] for x in lines if x["event"] == "card-done"]
+        return len(done), len(made), len(set(made))
+    finally:
+        j.close()
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(delay=st.floats(0, 0.6))
+def test_two_stations_started_together_on_postgresql_never_both_make_a_card(tmp_path_factory, keyfile, pg_cluster,
+                                                                            delay):
+    import uuid
+    tmp_path = tmp_path_factory.mktemp("two")
+    url = pg_cluster.create_database(f"t_{uuid.uuid4().hex[:12]}")
+    codes, outs = _two_at_once(tmp_path, keyfile, url, delay)
+    # Both share the batch, or the second finds it finished already (a finished batch needs --resume).
+    assert codes[0] == 0 and (codes[1] == 0 or "add --resume" in outs[1][1]), outs
+    assert _made_once(tmp_path, url) == (12, 12, 12)        # every card made, and made by one station only
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(delay=st.floats(0, 0.6))
+def test_two_stations_started_together_on_sqlite_never_both_make_a_card(tmp_path_factory, keyfile, delay):
+    tmp_path = tmp_path_factory.mktemp("two")
+    journal = str(tmp_path / "journal.sqlite")
+    codes, outs = _two_at_once(tmp_path, keyfile, journal, delay)
+    # One owner at a time on SQLite: the second is refused naming the first, or finds the batch finished.
+    for code, (out, err) in zip(codes, outs):
+        assert code == 0 or "is in use by pid" in err or "add --resume" in err, err
+    assert 0 in codes
+    assert _made_once(tmp_path, journal) == (12, 12, 12)
+
+
+def test_a_newer_journal_schema_is_refused_and_an_old_one_migrated(tmp_path, pg_url):
+    old = tmp_path / "old.sqlite"
+    db = sqlite3.connect(old)
+    db.executescript("CREATE TABLE batches (id TEXT PRIMARY KEY, profile TEXT NOT NULL, profile_digest TEXT NOT NULL,"
+                     " source TEXT NOT NULL, source_digest TEXT NOT NULL, started REAL NOT NULL, finished REAL);"
+                     "CREATE TABLE cards (batch TEXT NOT NULL, row INTEGER NOT NULL, card_number TEXT NOT NULL, "
+                     "ssn TEXT NOT NULL, state TEXT NOT NULL, step TEXT, target TEXT, atr TEXT, reason TEXT, "
+                     "updated REAL NOT NULL, PRIMARY KEY (batch, row));"
+                     "INSERT INTO cards VALUES ('b', 2, 'A1', 'S1', 'done', NULL, NULL, NULL, NULL, 0);")
+    db.commit()
+    db.close()
+    j = open_journal(str(old))
+    assert j.schema_version() == SCHEMA_VERSION and j.cards("b")[0].state == "done"
+    j.close()
+    for target in (str(old), pg_url):
+        open_journal(target).close()
+        if target == pg_url:
+            import psycopg
+            with psycopg.connect(pg_url, autocommit=True) as db:
+                db.execute("UPDATE sscard_schema SET version = %s", (SCHEMA_VERSION + 1,))
+        else:
+            with sqlite3.connect(target) as db:
+                db.execute("UPDATE sscard_schema SET version = ?", (SCHEMA_VERSION + 1,))
+        with pytest.raises(JournalError, match=f"schema version {SCHEMA_VERSION + 1} is newer than this sscard"):
+            open_journal(target)
+
+
+def test_perso_status_per_station_and_overall(tmp_path, keyfile, pg_url):
+    csv_path = _holders(tmp_path, 20, [dict(cardholders.sample(), sex="7")])
+    ps = [_station(tmp_path, csv_path, keyfile, pg_url, n) for n in ("s1", "s2")]
+    assert [p.communicate(timeout=300) and p.returncode for p in ps] == [0, 0]
+    r = subprocess.run([sys.executable, "-m", "cli", "perso", "status", "--journal", pg_url, "--json"], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    (report,) = json.loads(r.stdout)
+    assert (report["done"], report["rejected"], report["pending"], report["finished"]) == (20, 1, 0, True)
+    assert sum(s["done"] for s in report["stations"]) == 20
+    text = subprocess.run([sys.executable, "-m", "cli", "perso", "status", "--journal", pg_url], cwd=ROOT,
+                          capture_output=True, text=True).stdout
+    assert "20 done" in text and "1 rejected" in text and "finished" in text
+
+
+def test_audit_verify_needs_every_station_log(tmp_path, keyfile, pg_url):
+    csv_path = _holders(tmp_path, 30)
+    ps = [_station(tmp_path, csv_path, keyfile, pg_url, n) for n in ("s1", "s2")]
+    assert [p.communicate(timeout=300) and p.returncode for p in ps] == [0, 0]
+    assert _verify(tmp_path, pg_url, keyfile).returncode == 0
+    (tmp_path / "audit-s2.jsonl").rename(tmp_path / "elsewhere.jsonl")
+    r = _verify(tmp_path, pg_url, keyfile)
+    assert r.returncode != 0 and "audit-s2.jsonl: the journal holds lines of this log" in r.stdout
