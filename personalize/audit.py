@@ -84,8 +84,11 @@ class AuditLog:
                 raise AuditError(f"{self.path} was written by an older sscard (unkeyed chain): start a new audit log")
             self._seq, self._last, self.log = last["seq"], last["hash"], last["log"]
             return
-        known = [log for log, where in self._journal.logs().items() if where == str(self.path.resolve())]
-        if any(self._journal.marks(log) for log in known):
+        known = [log for log, where in self._journal.logs().items() if where == str(self.path.resolve())
+                 and self._journal.marks(log)]
+        if len(known) == 1 and self._journal.next_line(known[0])[0] == 1:
+            self.log = known[0]                      # killed before its first line reached the file
+        elif known:
             raise AuditError(f"{self.path} is empty, but the journal recorded lines of it: "
                              "the log was emptied (see sscard audit verify); write to a new audit log")
 

@@ -303,6 +303,7 @@ class Station:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.errors: list[str] = []
+        self._crash: list[BaseException] = []
         self.seen_atrs = {c.atr for c in journal.cards(bid) if c.atr} if opts.readers else set()
 
     def run(self) -> int:
@@ -313,13 +314,21 @@ class Station:
             slots = [_ReaderSlot(self, r) for r in self.opts.readers]
         renewer = threading.Thread(target=self._renew, name="perso:lease", daemon=True)
         renewer.start()
-        threads = [threading.Thread(target=self._work, args=(slot,), name=f"perso:{slot.name}") for slot in slots]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-        self._stop.set()
-        renewer.join()
+        try:
+            if len(slots) == 1:
+                self._work(slots[0])            # in this thread: a crash or Ctrl-C reaches the caller as it is
+            else:
+                threads = [threading.Thread(target=self._guarded, args=(slot,), name=f"perso:{slot.name}")
+                           for slot in slots]
+                for th in threads:
+                    th.start()
+                for th in threads:
+                    th.join()
+                if self._crash:
+                    raise self._crash[0]
+        finally:
+            self._stop.set()
+            renewer.join()
         if self.errors and not self.failures.stopped and self.journal.counts(self.bid).get(PENDING):
             self.failures.stopped = "; ".join(self.errors)
         return self.made
@@ -331,9 +340,15 @@ class Station:
             except JournalError:
                 pass                                # the next step's own renewal reports a lost journal
 
+    def _guarded(self, slot) -> None:
+        try:
+            self._work(slot)
+        except BaseException as e:          # noqa: B036 - handed to the main thread, which raises it
+            self._crash.append(e)
+
     def _work(self, slot) -> None:
         from reader_bridge.transport import TransportError
-        while not self.failures.stopped:
+        while not self.failures.stopped and not self._crash:
             try:
                 ready = slot.ready()
             except TransportError as e:

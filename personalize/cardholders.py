@@ -14,7 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field as dataclass_field
 
 from applets.encoding import ItemError, check_card_number, check_citizen_id, split_name
 
@@ -45,7 +45,7 @@ class Rules:
     """What a plausible date is: from 1900 to 2099, birth not after today, issue not beyond
     today + margin. `today` is fixed when the rules are made, so one batch checks with one date."""
 
-    today: dt.date = field(default_factory=dt.date.today)
+    today: dt.date = dataclass_field(default_factory=dt.date.today)
     issue_margin_days: int = 31
     earliest: dt.date = dt.date(1900, 1, 1)
     latest: dt.date = dt.date(2099, 12, 31)
@@ -284,10 +284,14 @@ def _decode_line(path: str, raw: bytes, codec: str, encoding: str, n: int) -> st
     try:
         return raw.decode(codec)
     except UnicodeDecodeError as e:
-        col = len(raw[: e.start].decode(codec, errors="replace")) + 1
+        start = e.start
+        # Foreign bytes can pass for a character or two before the decoder stops: name the start of the run.
+        while start > 0 and raw[start - 1] >= 0x80:
+            start -= 1
+        col = len(raw[:start].decode(codec, errors="replace")) + 1
         with open(path, "rb") as f:         # only on the error path: judge the whole file's encoding
             hint = _looks_like(f.read(), encoding)
-        raise CsvError(f"{path}: line {n}, column {col}: byte 0x{raw[e.start]:02X} is not {encoding.upper()}; "
+        raise CsvError(f"{path}: line {n}, column {col}: byte 0x{raw[start]:02X} is not {encoding.upper()}; "
                        f"{hint}") from None
     except LookupError:
         raise CsvError(f"{path}: unknown encoding {encoding!r} (one of {', '.join(ENCODINGS)})") from None

@@ -385,7 +385,17 @@ class _NewBatch:
         return found
 
     def add(self, rows) -> None:
-        """Rows as (line, card number, ssn, state, reason, holder fields)."""
+        """Rows as (line, card number, ssn, state, reason[, holder fields]). A card number or SSN that a card
+        already holds is refused naming the line (the unique indexes refuse it anyway)."""
+        rows = [tuple(r) + ({},) * (6 - len(r)) for r in rows]
+        live = [r for r in rows if r[3] != REJECTED]
+        nums, ids = self.holders_of("card_number", [r[1] for r in live]), self.holders_of("ssn", [r[2] for r in live])
+        seen: set[str] = set()
+        for r in live:
+            if r[1] in nums or r[2] in ids or r[1] in seen or r[2] in seen:
+                raise Conflict(f"line {r[0]}: card number {r[1]} or its social security number is already on a "
+                               "card in the journal (another batch took it meanwhile)")
+            seen |= {r[1], r[2]}
         self.journal._many(self.q, "INSERT INTO cards (batch, row, card_number, ssn, state, reason, holder, updated) "
                                    "VALUES (?, ?, ?, ?, ?, ?, ?, {now})",
                            [(self.batch_id, r, num, ssn, state, reason, json.dumps(holder, ensure_ascii=False))
@@ -446,7 +456,7 @@ class Owner:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 512).decode("utf-8", "replace").strip() or "another process (starting up)"
+            holder = _holder(fd)
             os.close(fd)
             raise JournalError(f"{journal_path} is in use by {holder}; wait for it to finish or stop it "
                                "(several stations need a PostgreSQL journal)") from None
@@ -526,3 +536,13 @@ class PostgresJournal(Journal):
                 who = f"{holder[0]} from {holder[1] or 'this host'}" if holder else "another process"
                 raise JournalError(f"station {self.station} is already running batch {batch_id}: {who}")
             time.sleep(0.2)
+
+
+def _holder(fd: int) -> str:
+    """The holder's line from the lock file; a holder that has just taken the lock writes it within moments."""
+    for _ in range(40):
+        text = os.pread(fd, 512, 0).decode("utf-8", "replace").strip()
+        if text:
+            return text
+        time.sleep(0.05)
+    return "another process"

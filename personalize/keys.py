@@ -153,7 +153,8 @@ MIN_PASSPHRASE = 12
 def passphrase_problem(passphrase: str) -> str | None:
     """Why a passphrase is too weak for a key file (never repeating it), or None."""
     if len(passphrase) < MIN_PASSPHRASE:
-        return f"the passphrase has {len(passphrase)} characters; a key file needs at least {MIN_PASSPHRASE}"
+        n = len(passphrase)
+        return f"the passphrase is {n} character{'' if n == 1 else 's'} long; a key file needs at least {MIN_PASSPHRASE}"
     if len(set(passphrase)) < 5:
         return "the passphrase repeats too few different characters (at least 5 different ones)"
     return None
@@ -203,10 +204,12 @@ def load_key_file(path: str | os.PathLike, passphrase: str | None = None) -> Sof
         raise KeyFileError(f"{path}: no passphrase (set {PASSPHRASE_ENV} or answer the prompt)")
     try:
         with open(path, "rb") as f:
-            refuse_loose_rights(path, os.fstat(f.fileno()).st_mode)
-            doc = json.loads(f.read())
+            mode, raw = os.fstat(f.fileno()).st_mode, f.read()
     except OSError as e:
         raise KeyFileError(f"{path}: {e.strerror}") from None
+    refuse_loose_rights(path, mode)
+    try:
+        doc = json.loads(raw)
     except ValueError:
         raise KeyFileError(f"{path}: not a key file (not JSON)") from None
     if doc.get("format") != FORMAT:

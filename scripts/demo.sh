@@ -35,7 +35,7 @@ echo "== check the cardholder file, then initialize and personalize each card th
 sscard perso check --cardholders examples/cardholders.csv --rejects "$out/rejects.csv" || true
 sscard perso run --cardholders examples/cardholders.csv --keys "$out/keys.json" --reader "$reader" --init \
     --journal "$out/journal.sqlite" --audit "$out/audit.jsonl" --card-timeout 20
-sscard audit verify "$out/audit.jsonl"
+sscard audit verify "$out/audit.jsonl" --journal "$out/journal.sqlite" --keys "$out/keys.json"
 kill "$serve_pid"; wait "$serve_pid" 2>/dev/null || true; serve_pid=""
 
 first=$(ls "$out"/feeder/*.json | head -1)

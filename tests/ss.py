@@ -20,6 +20,15 @@ def keys(name: str = "default"):
     return virtual.demo_issuer_keys(prof(name))
 
 
+def key_file(path, passphrase: str, name: str = "default") -> str:
+    """The demo issuer keys written as an encrypted key file (mode 600) under `passphrase`."""
+    from personalize.keys import KeyRef, save_key_file
+    provider = keys(name)
+    save_key_file(path, {n: (provider.algorithm(KeyRef(n)), provider.value_for_plain_load(KeyRef(n)), 1)
+                         for n in provider.names()}, passphrase)
+    return str(path)
+
+
 @lru_cache(maxsize=None)
 def _template(name: str, holder_items: tuple = ()):
     holder = dict(cardholders.sample(), **dict(holder_items))

@@ -18,11 +18,11 @@ from cli import main
 from personalize import batch, cardholders, compile, virtual
 from personalize.audit import verify
 from personalize.journal import open_journal
-from personalize.keys import KeyRef, save_key_file
+from personalize.keys import KeyRef
 from personalize.profile import ProfileError, build, load
 from personalize.script import render, run
 from reader_bridge.transport import InProcess
-from tests.ss import keys, prof
+from tests.ss import key_file, keys, prof
 
 ROOT = Path(__file__).resolve().parent.parent
 PASS = "batch test passphrase"
@@ -30,11 +30,7 @@ PASS = "batch test passphrase"
 
 @pytest.fixture
 def keyfile(tmp_path):
-    provider = keys()
-    path = tmp_path / "keys.json"
-    save_key_file(path, {n: (provider.algorithm(KeyRef(n)), provider.value_for_plain_load(KeyRef(n)), 1)
-                         for n in provider.names()}, PASS)
-    return str(path)
+    return key_file(tmp_path / "keys.json", PASS)
 
 
 def checked(audit, journal, provider=None):

@@ -29,7 +29,7 @@ EF06 = {  # every EF06 row of spec §2's table, 2.00 order
     0x08: b"330302199003071215",
     0x09: GBK_NAME + bytes(30 - len(GBK_NAME)),
     0x4E: bytes(20),
-    0x0A: b"2",
+    0x0A: b"1",                     # the ID's 17th digit is odd: GB 11643 says male
     0x0B: bytes.fromhex("01"),
     0x0C: bytes.fromhex("330302"),
     0x0D: bytes.fromhex("19900307"),

@@ -34,10 +34,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from personalize import batch, cardholders
+from personalize import cardholders
 from personalize.journal import SCHEMA_VERSION, JournalError, open_journal
-from personalize.keys import KeyRef, save_key_file
-from tests.ss import keys, prof
+from tests.ss import key_file
 
 ROOT = Path(__file__).resolve().parent.parent
 PASS = "batch test passphrase"
@@ -45,11 +44,7 @@ PASS = "batch test passphrase"
 
 @pytest.fixture
 def keyfile(tmp_path):
-    provider = keys()
-    path = tmp_path / "keys.json"
-    save_key_file(path, {n: (provider.algorithm(KeyRef(n)), provider.value_for_plain_load(KeyRef(n)), 1)
-                         for n in provider.names()}, PASS)
-    return str(path)
+    return key_file(tmp_path / "keys.json", PASS)
 
 
 def _holders(tmp_path, n, bad=()):
