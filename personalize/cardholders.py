@@ -314,7 +314,18 @@ _WORKER: list = []
 def _load_profile(source, rules) -> None:
     """A check worker builds the profile once, not once per chunk."""
     from .profile import build
+    _die_with_parent()
     _WORKER[:] = [build(source), rules]
+
+
+def _die_with_parent() -> None:
+    """A check worker ends when the station that started it is killed (else it waits on its queue forever)."""
+    import ctypes
+    import signal
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)        # PR_SET_PDEATHSIG, Linux only
+    except (OSError, AttributeError):
+        pass
 
 
 def _check_rows(chunk):

@@ -166,6 +166,14 @@ class Journal:
         raise NotImplementedError
 
     def _migrate(self) -> None:
+        try:
+            self._create_or_upgrade()
+        except Conflict:
+            raise JournalError(f"{redact(self.target)}: the journal already holds one card number or social "
+                               "security number on two cards (made before sscard refused it); resolve them "
+                               "first") from None
+
+    def _create_or_upgrade(self) -> None:
         with self._tx() as q:
             tables = self._tables(q)
             if "sscard_schema" in tables:
@@ -500,8 +508,9 @@ class PostgresJournal(Journal):
                     yield lambda sql, args=(): self._db.execute(self._sql(sql), args)
             except self._pg.errors.UniqueViolation as e:
                 raise Conflict(str(e).splitlines()[0]) from None
-            except self._pg.errors.LockNotAvailable as e:
-                raise JournalError(str(e).splitlines()[0]) from None
+            except self._pg.OperationalError as e:
+                # The server went away or refused: one line, never the URL's password.
+                raise JournalError(f"{redact(self.target)}: {str(e).strip().splitlines()[0]}") from None
 
     def _migrate(self) -> None:
         # Two stations starting on an empty database must not both create the tables.
