@@ -3,7 +3,7 @@ PostgreSQL journal against one station on SQLite, in one run; and data preparati
 generated records (streamed through the checks on all cores into the journal) with its peak memory.
 
 Targets: 1,000,000 records prepared in < 60 s on 2 cores, memory flat (not growing with the file).
-Arguments: --cards N (default 200), --records N (default 1,000,000), --skip-prep.
+Arguments: --cards N (default 200), --records N (default 1,000,000), --skip-prep, --skip-stations.
 """
 
 from __future__ import annotations
@@ -66,20 +66,23 @@ def stations(cards: int) -> None:
 
 def prep(records: int) -> None:
     """Data preparation alone, in a child process so its peak memory is its own."""
-    code = f"""
-import os, resource, sys, time
+    gen = f"""
+import csv, sys
 sys.path.insert(0, {str(ROOT)!r})
-from personalize import batch, cardholders
-from personalize.journal import open_journal
-from tests.ss import keys, prof
-tmp = sys.argv[1]
-csv_path = os.path.join(tmp, "million.csv")
-with open(csv_path, "w", encoding="utf-8", newline="") as f:
-    import csv
+from personalize import cardholders
+with open(sys.argv[1], "w", encoding="utf-8", newline="") as f:
     w = csv.DictWriter(f, fieldnames=list(cardholders.REQUIRED + cardholders.OPTIONAL), extrasaction="ignore")
     w.writeheader()
     for start in range(0, {records}, 50_000):
         w.writerows(cardholders.generate(min(50_000, {records} - start), seed=start + 1, start=start))
+"""
+    code = f"""
+import os, resource, sys, time
+sys.path.insert(0, {str(ROOT)!r})
+from personalize import batch
+from personalize.journal import open_journal
+from tests.ss import keys, prof
+tmp, csv_path = sys.argv[1], sys.argv[2]
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 opts = batch.Options(prof(), keys(), csv_path, os.path.join(tmp, "j.sqlite"), os.path.join(tmp, "a.jsonl"), tmp)
 journal = open_journal(opts.journal, "bench")
@@ -92,7 +95,9 @@ print(n, seconds, base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
       resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
 """
     with tempfile.TemporaryDirectory() as tmp:
-        out = subprocess.run([sys.executable, "-c", code, tmp], capture_output=True, text=True)
+        csv_path = os.path.join(tmp, "records.csv")
+        subprocess.run([sys.executable, "-c", gen, csv_path], check=True)
+        out = subprocess.run([sys.executable, "-c", code, tmp, csv_path], capture_output=True, text=True)
         if out.returncode:
             raise SystemExit(out.stderr[-1500:])
         n, seconds, base, peak, workers = out.stdout.split()
@@ -109,10 +114,12 @@ def main() -> None:
     ap.add_argument("--cards", type=int, default=200)
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--skip-prep", action="store_true")
+    ap.add_argument("--skip-stations", action="store_true")
     a = ap.parse_args()
-    stations(a.cards)
-    if not a.skip_prep:
+    if not a.skip_stations:
+        stations(a.cards)
         print()
+    if not a.skip_prep:
         prep(a.records)
 
 

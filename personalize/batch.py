@@ -127,8 +127,8 @@ def prepare(opts: Options, journal: Journal, src: str, bid: str) -> tuple[int, s
         try:
             with journal.new_batch(bid, opts.profile.name, opts.profile.digest, os.path.basename(opts.cardholder_file),
                                    src) as nb:
-                for chunk in cardholders.check_stream(cardholders.iter_csv(opts.cardholder_file, opts.encoding),
-                                                      opts.profile, opts.workers, rules=opts.rules):
+                for chunk in cardholders.check_file(opts.cardholder_file, opts.profile, opts.encoding, opts.workers,
+                                                    rules=opts.rules):
                     records += len(chunk)
                     rows = _judge(nb, bid, chunk)
                     for line, _, _, state, _, _ in rows:
@@ -137,7 +137,7 @@ def prepare(opts: Options, journal: Journal, src: str, bid: str) -> tuple[int, s
                             for f, why in next(p for ln, _, p in chunk if ln == line):
                                 w.writerow([line, f, why])
                     if not opts.strict:
-                        nb.add(rows)
+                        nb.add(rows, judged=True)
                 if opts.strict and invalid:
                     raise BatchError(f"--strict: {invalid} of {records} records are invalid; nothing was personalized")
             out.flush()

@@ -238,6 +238,14 @@ def iter_csv(path: str, encoding: str = "utf-8"):
     No legal value holds a line break, so each line is one record: a stray quote spoils its own
     line (reported there, under the field `record`) and never swallows the lines after it.
     """
+    header, lines = iter_lines(path, encoding)
+    for n, line in lines:
+        yield n, parse_line(header, line)
+
+
+def iter_lines(path: str, encoding: str = "utf-8"):
+    """The file's column names and a generator of its record lines as (line number, text); the header is read
+    and checked at once, so a bad file fails here."""
     import csv
 
     codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
@@ -245,25 +253,35 @@ def iter_csv(path: str, encoding: str = "utf-8"):
         f = open(path, "rb")
     except OSError as e:
         raise CsvError(f"{path}: {e.strerror}") from None
-    with f:
-        header: list[str] | None = None
-        for n, raw in enumerate(f, 1):
-            line = _decode_line(path, raw, codec if n == 1 else codec.replace("-sig", ""), encoding, n)
-            line = line.rstrip("\r\n")
-            if header is None:
-                header = _header(path, [c.strip(_SPACES) for c in next(csv.reader([line]))])
-                continue
-            if not line.strip(_SPACES):
-                continue
-            fields = next(csv.reader([line]))
-            row = dict(zip(header, fields))
-            if (col := _unclosed_quote(line)) is not None:
-                row[RECORD] = f"a quoted field opens at column {col} and does not close on this line (a stray \"?)"
-            elif len(fields) != len(header):
-                row[RECORD] = f"{len(fields)} fields where the header has {len(header)}"
-            yield n, normalize(row)
-        if header is None:
-            _header(path, [])
+    first = f.readline()
+    line = _decode_line(path, first, codec, encoding, 1).rstrip("\r\n")
+    try:
+        header = _header(path, [c.strip(_SPACES) for c in next(csv.reader([line]))] if first else [])
+    except CsvError:
+        f.close()
+        raise
+
+    def lines():
+        plain = codec.replace("-sig", "")
+        with f:
+            for n, raw in enumerate(f, 2):
+                text = _decode_line(path, raw, plain, encoding, n).rstrip("\r\n")
+                if text.strip(_SPACES):
+                    yield n, text
+    return header, lines()
+
+
+def parse_line(header: list[str], line: str) -> dict[str, str]:
+    """One record line as normalized fields; a line that is not one well-formed record says why under `record`."""
+    import csv
+
+    fields = next(csv.reader([line]))
+    row = dict(zip(header, fields))
+    if (col := _unclosed_quote(line)) is not None:
+        row[RECORD] = f"a quoted field opens at column {col} and does not close on this line (a stray \"?)"
+    elif len(fields) != len(header):
+        row[RECORD] = f"{len(fields)} fields where the header has {len(header)}"
+    return normalize(row)
 
 
 def _header(path: str, header: list[str]) -> list[str]:
@@ -328,36 +346,39 @@ def _die_with_parent() -> None:
         pass
 
 
-def _check_rows(chunk):
-    prof, rules = _WORKER
-    return [(line, check(row, prof, rules)) for line, row in chunk]
+def _parse_and_check(header, chunk, profile=None, rules=None):
+    profile, rules = (profile, rules) if profile is not None else _WORKER
+    out = []
+    for n, line in chunk:
+        row = parse_line(header, line)
+        out.append((n, row, check(row, profile, rules)))
+    return out
 
 
-def check_stream(rows, profile: Profile, workers: int | None = None, chunk: int = 2000, rules: Rules | None = None):
-    """Chunks of (line, row, problems) in file order, checked on all cores with a bounded number of chunks in
-    flight, so memory stays flat however many rows come. Duplicates are not looked for here."""
+def check_file(path: str, profile: Profile, encoding: str = "utf-8", workers: int | None = None, chunk: int = 2000,
+               rules: Rules | None = None):
+    """A cardholder file as chunks of (line, normalized row, problems) in file order: lines parsed and checked on
+    all cores, a bounded number of chunks in flight, so memory stays flat however long the file. Duplicates
+    are not looked for here."""
     import os
     from collections import deque
     from concurrent.futures import ProcessPoolExecutor
 
     workers = workers or os.cpu_count() or 1
     rules = rules or Rules()
+    header, lines = iter_lines(path, encoding)
     if workers == 1:
-        for part in _chunks(rows, chunk):
-            yield [(line, row, check(row, profile, rules)) for line, row in part]
+        for part in _chunks(lines, chunk):
+            yield _parse_and_check(header, part, profile, rules)
         return
     with ProcessPoolExecutor(workers, initializer=_load_profile, initargs=(profile.source, rules)) as pool:
         flight: deque = deque()
-        for part in _chunks(rows, chunk):
-            flight.append((part, pool.submit(_check_rows, part)))
+        for part in _chunks(lines, chunk):
+            flight.append(pool.submit(_parse_and_check, header, part))
             if len(flight) > 2 * workers:
-                yield _joined(*flight.popleft())
+                yield flight.popleft().result()
         while flight:
-            yield _joined(*flight.popleft())
-
-
-def _joined(part, future):
-    return [(line, row, p) for (line, row), (_, p) in zip(part, future.result())]
+            yield flight.popleft().result()
 
 
 def _unclosed_quote(line: str) -> int | None:

@@ -392,11 +392,12 @@ class _NewBatch:
                 found[value] = (batch, row)
         return found
 
-    def add(self, rows) -> None:
+    def add(self, rows, judged: bool = False) -> None:
         """Rows as (line, card number, ssn, state, reason[, holder fields]). A card number or SSN that a card
-        already holds is refused naming the line (the unique indexes refuse it anyway)."""
+        already holds is refused naming the line (the unique indexes refuse it anyway); `judged` when the
+        caller looked them up already."""
         rows = [tuple(r) + ({},) * (6 - len(r)) for r in rows]
-        live = [r for r in rows if r[3] != REJECTED]
+        live = [] if judged else [r for r in rows if r[3] != REJECTED]
         nums, ids = self.holders_of("card_number", [r[1] for r in live]), self.holders_of("ssn", [r[2] for r in live])
         seen: set[str] = set()
         for r in live:
