@@ -206,16 +206,20 @@ def _run_cli_batch(tmp_path, csv_path, keyfile, resume):
 
 
 def test_sigkill_at_random_points_then_resume_gives_the_same_cards(tmp_path, keyfile):
-    csv_path = _csv(tmp_path, 120, seed=11)
+    csv_path = _csv(tmp_path, 60, seed=11)
     ref = tmp_path / "ref"
     ref.mkdir()
     reference = batch.run_batch(_opts(ref, csv_path))
-    assert reference.done == 120
+    assert reference.done == 60
     rng = random.Random(4)
     kills, resume = 0, False
     for _ in range(30):
         p = _run_cli_batch(tmp_path, csv_path, keyfile, resume)
-        time.sleep(rng.uniform(0.2, 1.2))
+        # Killed at whatever moment it has reached after a random number of further cards: as
+        # many kills on a fast machine as on a slow one, never a wall-clock guess.
+        target = _done_cards(tmp_path / "cards") + rng.randint(1, 12)
+        while p.poll() is None and _done_cards(tmp_path / "cards") < target:
+            time.sleep(rng.uniform(0.001, 0.03))
         if p.poll() is None:
             p.send_signal(signal.SIGKILL)
             kills += 1
@@ -230,15 +234,25 @@ def test_sigkill_at_random_points_then_resume_gives_the_same_cards(tmp_path, key
     out, err = final.communicate()
     summary = json.loads(out)
     assert kills >= 3, "the test must really interrupt the batch"
-    assert (summary["done"], summary["pending"], summary["quarantined"]) == (120, 0, 0)
+    assert (summary["done"], summary["pending"], summary["quarantined"]) == (60, 0, 0)
     made = {p.name: p.read_bytes() for p in (tmp_path / "cards").glob("*.json")}
     expected = {p.name: p.read_bytes() for p in (ref / "cards").glob("*.json")}
     assert made == expected                                       # the same cards, byte for byte
     db = sqlite3.connect(tmp_path / "cards" / "perso-journal.sqlite")
-    assert db.execute("SELECT COUNT(*), COUNT(DISTINCT card_number) FROM cards").fetchone() == (120, 120)
+    assert db.execute("SELECT COUNT(*), COUNT(DISTINCT card_number) FROM cards").fetchone() == (60, 60)
     n, problems = checked(tmp_path / "cards" / "perso-audit.jsonl", tmp_path / "cards" / "perso-journal.sqlite")
     assert problems == []
     assert not list((tmp_path / "cards").glob(".sscard-tmp.*"))            # a killed save's leftovers are cleaned
+
+
+def _done_cards(folder: Path) -> int:
+    if not (folder / "perso-journal.sqlite").exists():
+        return 0                                            # connecting would create it
+    try:
+        with sqlite3.connect(folder / "perso-journal.sqlite") as db:
+            return db.execute("SELECT COUNT(*) FROM cards WHERE state = 'done'").fetchone()[0]
+    except sqlite3.Error:
+        return 0
 
 
 def _has_batch(folder: Path) -> bool:
