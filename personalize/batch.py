@@ -348,9 +348,11 @@ class Station:
 
     def _work(self, slot) -> None:
         from reader_bridge.transport import TransportError
+        ready = _NOTHING
         while not self.failures.stopped and not self._crash:
             try:
-                ready = slot.ready()
+                # A card waiting in the reader stays there for the next claim if this one brings nothing.
+                ready = slot.ready() if ready is _NOTHING else ready
             except TransportError as e:
                 self.errors.append(f"{slot.name}: {e}")
                 return
@@ -364,16 +366,20 @@ class Station:
             try:
                 ok = self._take(c, slot, ready)
             except LeaseLost:
-                continue                                # another station has the card now
+                ready = _NOTHING                        # another station has the cardholder; this card was used
+                continue
+            if ok is None:
+                continue                                # no card was used
+            ready = _NOTHING
             with self._lock:
-                self.made += ok is True
-            if ok is not None:
-                self.failures.count(ok, c.card_number)
+                self.made += ok
+            self.failures.count(ok, c.card_number)
             if self.progress:
                 self.progress(c.card_number, 1)
 
     def _take(self, c: CardRow, slot, ready) -> bool | None:
-        """One claimed cardholder: True made, False quarantined, None only its audit line was owed."""
+        """One claimed cardholder: True made, False quarantined, None when another station left it half made at a
+        reader (quarantined without touching this worker's card)."""
         if c.state == STARTED and c.step != "claimed" and not slot.remakes:
             reason = f"interrupted during {c.step} at station {c.station}; inspect the card in {c.target}"
             self._end(c, QUARANTINED, reason, atr=c.atr, result=f"interrupted during {c.step}")
@@ -386,6 +392,9 @@ class Station:
         self.audit.write(event, batch=self.bid, row=c.row, card_number=c.card_number,
                          **{k: v for k, v in fields.items() if v is not None},
                          record=lambda m, line: self.journal.finish(self.bid, c.row, state, reason, m, line))
+
+
+_NOTHING = object()
 
 
 class CardJob:
