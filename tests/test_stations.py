@@ -36,7 +36,7 @@ from hypothesis import strategies as st
 
 from personalize import cardholders
 from personalize.journal import SCHEMA_VERSION, JournalError, open_journal
-from tests.ss import key_file
+from tests.ss import key_file, keys, prof
 
 ROOT = Path(__file__).resolve().parent.parent
 PASS = "batch test passphrase"
@@ -267,3 +267,46 @@ def test_a_dead_stations_card_goes_to_another_only_when_its_lease_runs_out(tmp_p
     assert {c.row: (c.state, c.station) for c in j.cards(bid)}[3] == ("done", "s2")
     j.close()
     assert _verify(tmp_path, pg_url, keyfile).returncode == 0
+
+
+@pytest.mark.parametrize("step, end", [("perso", "quarantined"), ("claimed", "done")])
+def test_a_dead_stations_real_card_is_quarantined_with_its_step_unless_no_apdu_was_sent(tmp_path, pg_url, step, end):
+    from personalize import batch
+    from personalize.audit import AuditLog
+    csv_path = _holders(tmp_path, 3)
+    opts = batch.Options(prof(), keys(), csv_path, pg_url, str(tmp_path / "audit-s2.jsonl"), str(tmp_path / "cards"),
+                         station="s2")
+    j = open_journal(pg_url, station="s2")
+    src = batch._digest(csv_path)
+    bid = batch.batch_id(opts.profile, src)
+    batch.prepare(opts, j, src, bid)
+    with j._tx() as q:                                   # station "dead" was at a reader, in `step`, and died
+        q("UPDATE cards SET state = 'started', step = ?, station = 'dead', target = 'Reader 0', lease_until = 0 "
+          "WHERE batch = ? AND row = 2", (step, bid))
+    audit = AuditLog(opts.audit, opts.keys.audit_mac, j, station="s2")
+    station = batch.Station(opts, bid, j, audit, None)
+
+    class AtAReader:                                     # what Station asks of a reader worker here
+        remakes, where = False, {"reader": "Reader 1"}
+
+        def open(self, c, ready):
+            from personalize import virtual
+            from reader_bridge.transport import InProcess
+            card = virtual.blank(opts.profile, virtual.chip_serial(f"{bid}:{c.row}"))
+            return InProcess(card), "Reader 1", None, {}
+
+        def done(self, t):
+            pass
+
+    c = j.claim(bid, lease=30)
+    assert (c.row, c.state, c.step, c.station) == (2, "started", step, "dead")
+    station._take(c, AtAReader(), None)
+    row = {x.row: x for x in j.cards(bid)}[2]
+    assert (row.state, row.station) == (end, "s2")
+    if end == "quarantined":
+        assert row.reason.startswith("interrupted during perso at station dead")
+    audit.close()
+    lines = [json.loads(x) for x in Path(opts.audit).read_text().splitlines()]
+    assert lines[-1]["event"] == f"card-{'quarantined' if end == 'quarantined' else 'done'}"
+    assert lines[-1]["station"] == "s2" and lines[-1]["batch"] == bid
+    j.close()
