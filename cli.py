@@ -482,12 +482,15 @@ def perso_check(profile, csv_path, rejects, encoding, issue_margin, as_json):
     """Data preparation only: check every record of a cardholder file and list what is wrong."""
     from personalize import cardholders
     prof = _profile(profile)
-    rows = _read_holders(csv_path, encoding)
-    problems = cardholders.check_all(rows, prof, rules=cardholders.Rules(issue_margin_days=issue_margin))
+    try:
+        records, problems = cardholders.check_file_all(csv_path, prof, encoding,
+                                                       rules=cardholders.Rules(issue_margin_days=issue_margin))
+    except cardholders.CsvError as e:
+        _bad(str(e))
     if rejects:
         cardholders.write_rejects(rejects, problems)
     if as_json:
-        click.echo(json.dumps({"records": len(rows), "invalid": len(problems),
+        click.echo(json.dumps({"records": records, "invalid": len(problems),
                                "problems": [{"line": line, "field": f, "reason": why}
                                             for line in sorted(problems) for f, why in problems[line]]},
                               indent=1, ensure_ascii=False))
@@ -495,7 +498,7 @@ def perso_check(profile, csv_path, rejects, encoding, issue_margin, as_json):
         for line in sorted(problems):
             for f, why in problems[line]:
                 click.echo(f"line {line}: {f}: {why}")
-        click.echo(f"{len(rows)} records, {len(rows) - len(problems)} valid, {len(problems)} invalid")
+        click.echo(f"{records} records, {records - len(problems)} valid, {len(problems)} invalid")
     if problems:
         sys.exit(1)
 

@@ -453,6 +453,44 @@ def check_all(rows: list[tuple[int, dict[str, str]]], profile: Profile, workers:
     return problems
 
 
+def check_file_all(path: str, profile: Profile, encoding: str = "utf-8", workers: int | None = None,
+                   rules: Rules | None = None) -> tuple[int, dict[int, list[tuple[str, str]]]]:
+    """What check_all finds, for a file of any size: (records, line → problems). The file streams through the
+    checks; duplicates are looked up in a temporary on-disk table, so only the problems stay in memory."""
+    import sqlite3
+    import tempfile
+
+    problems: dict[int, list[tuple[str, str]]] = {}
+    records = 0
+    with tempfile.TemporaryDirectory(prefix="sscard-check-") as tmp:
+        seen = sqlite3.connect(f"{tmp}/seen.sqlite", isolation_level=None)
+        seen.execute("PRAGMA journal_mode=OFF")
+        seen.execute("CREATE TABLE seen (field TEXT, value TEXT, line INTEGER, PRIMARY KEY (field, value))")
+        for chunk in check_file(path, profile, encoding, workers, rules=rules):
+            records += len(chunk)
+            for line, row, found in chunk:
+                if found:
+                    problems[line] = found
+            for field in ("ssn", "card_number"):
+                values = [(line, row[field]) for line, row, _ in chunk if row.get(field) and not row.get(RECORD)]
+                earlier = dict(_seen_lines(seen, field, [v for _, v in values]))
+                for line, value in values:
+                    if value in earlier:
+                        problems.setdefault(line, []).append((field, f"duplicate of line {earlier[value]}"))
+                    else:
+                        earlier[value] = line
+                        seen.execute("INSERT INTO seen VALUES (?, ?, ?)", (field, value, line))
+        seen.close()
+    return records, problems
+
+
+def _seen_lines(db, field: str, values: list[str]):
+    for i in range(0, len(values), 500):
+        part = values[i:i + 500]
+        yield from db.execute(f"SELECT value, line FROM seen WHERE field = ? AND value IN ({', '.join('?' * len(part))})",
+                              (field, *part))
+
+
 def write_rejects(path: str, problems: dict[int, list[tuple[str, str]]]) -> None:
     """The reject file: one CSV line per problem (line, field, reason), written atomically."""
     import csv

@@ -122,6 +122,19 @@ def test_missing_fields_long_names_and_duplicates():
     assert problems[3] == [("ssn", "duplicate of line 2"), ("card_number", "duplicate of line 2")] and 4 not in problems
 
 
+def test_the_streaming_check_of_a_file_finds_what_check_all_finds(tmp_path):
+    holders = cardholders.generate(5000, seed=12)
+    holders[10] = dict(holders[10], sex="7")
+    holders[4000] = dict(holders[3], name=holders[4000]["name"])                 # duplicate SSN and card number
+    holders[4500] = dict(holders[4500], card_number=holders[20]["card_number"])  # duplicate card number only
+    path = str(tmp_path / "h.csv")
+    cardholders.write_csv(path, holders)
+    expected = cardholders.check_all(cardholders.read_csv(path), prof(), workers=1)
+    assert len(expected) == 3
+    for workers in (1, 2):
+        assert cardholders.check_file_all(path, prof(), workers=workers) == (5000, expected)
+
+
 def test_check_all_uses_worker_processes_and_agrees():
     rows = [(i + 2, h) for i, h in enumerate(cardholders.generate(2500, seed=9))]
     rows[100] = (102, dict(rows[100][1], sex="7"))
