@@ -463,8 +463,9 @@ def check_file_all(path: str, profile: Profile, encoding: str = "utf-8", workers
     problems: dict[int, list[tuple[str, str]]] = {}
     records = 0
     with tempfile.TemporaryDirectory(prefix="sscard-check-") as tmp:
-        seen = sqlite3.connect(f"{tmp}/seen.sqlite", isolation_level=None)
+        seen = sqlite3.connect(f"{tmp}/seen.sqlite")
         seen.execute("PRAGMA journal_mode=OFF")
+        seen.execute("PRAGMA synchronous=OFF")              # a scratch table: thrown away with the directory
         seen.execute("CREATE TABLE seen (field TEXT, value TEXT, line INTEGER, PRIMARY KEY (field, value))")
         for chunk in check_file(path, profile, encoding, workers, rules=rules):
             records += len(chunk)
@@ -474,12 +475,14 @@ def check_file_all(path: str, profile: Profile, encoding: str = "utf-8", workers
             for field in ("ssn", "card_number"):
                 values = [(line, row[field]) for line, row, _ in chunk if row.get(field) and not row.get(RECORD)]
                 earlier = dict(_seen_lines(seen, field, [v for _, v in values]))
+                new = []
                 for line, value in values:
                     if value in earlier:
                         problems.setdefault(line, []).append((field, f"duplicate of line {earlier[value]}"))
                     else:
                         earlier[value] = line
-                        seen.execute("INSERT INTO seen VALUES (?, ?, ?)", (field, value, line))
+                        new.append((field, value, line))
+                seen.executemany("INSERT INTO seen VALUES (?, ?, ?)", new)
         seen.close()
     return records, problems
 
