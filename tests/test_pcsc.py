@@ -95,7 +95,7 @@ def test_opensc_tool_and_pcsc_scan_see_the_card(tmp_path):
 
 def test_two_slots_serve_two_cards(tmp_path):
     a, atr_a = _image(tmp_path, "a.json")
-    b, atr_b = _image(tmp_path, "b.json", name="李四", card_number="X00000019", ssn="11010519491231002X",
+    b, atr_b = _image(tmp_path, "b.json", name="李四", card_number="X00000019", ssn="11010519491231002X", sex="2",
                       birth_date="19491231")
     assert atr_a != atr_b
     served = Served(a, b)
