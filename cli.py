@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sqlite3
 import string
 import sys
 import time
@@ -838,12 +837,15 @@ def perso_check(profile, csv_path, rejects, encoding, issue_margin, as_json):
     """Data preparation only: check every record of a cardholder file and list what is wrong."""
     from personalize import cardholders
     prof = _profile(profile)
-    rows = _read_holders(csv_path, encoding)
-    problems = cardholders.check_all(rows, prof, rules=cardholders.Rules(issue_margin_days=issue_margin))
+    try:
+        records, problems = cardholders.check_file_all(csv_path, prof, encoding,
+                                                       rules=cardholders.Rules(issue_margin_days=issue_margin))
+    except cardholders.CsvError as e:
+        _bad(str(e))
     if rejects:
         cardholders.write_rejects(rejects, problems)
     if as_json:
-        click.echo(json.dumps({"records": len(rows), "invalid": len(problems),
+        click.echo(json.dumps({"records": records, "invalid": len(problems),
                                "problems": [{"line": line, "field": f, "reason": why}
                                             for line in sorted(problems) for f, why in problems[line]]},
                               indent=1, ensure_ascii=False))
@@ -851,7 +853,7 @@ def perso_check(profile, csv_path, rejects, encoding, issue_margin, as_json):
         for line in sorted(problems):
             for f, why in problems[line]:
                 click.echo(f"line {line}: {f}: {why}")
-        click.echo(f"{len(rows)} records, {len(rows) - len(problems)} valid, {len(problems)} invalid")
+        click.echo(f"{records} records, {records - len(problems)} valid, {len(problems)} invalid")
     if problems:
         sys.exit(1)
 
@@ -862,9 +864,14 @@ def perso_check(profile, csv_path, rejects, encoding, issue_margin, as_json):
 @click.option("--keys", "keys_path", type=click.Path(dir_okay=False), required=True)
 @click.option("--reader", "readers", multiple=True, help="A PC/SC reader; repeat for one worker per reader.")
 @click.option("--out-dir", type=click.Path(file_okay=False), help="Make virtual cards into card images here.")
-@click.option("--journal", type=click.Path(dir_okay=False), help="SQLite journal (default: perso-journal.sqlite "
-              "in the output folder, or here).")
-@click.option("--audit", "audit_path", type=click.Path(dir_okay=False), help="Audit log (default: beside the journal).")
+@click.option("--journal", help="SQLite journal file (default: perso-journal.sqlite in the output folder, or here), "
+              "or a postgresql://… URL for several stations on one batch.")
+@click.option("--audit", "audit_path", type=click.Path(dir_okay=False),
+              help="This station's audit log (default: perso-audit.jsonl beside a SQLite journal, else "
+                   "perso-audit-STATION.jsonl in the output folder or here).")
+@click.option("--station", default=None, help="This station's id in the journal (default: the host name).")
+@click.option("--lease", default=30.0, show_default=True, help="Seconds a claimed card stays this station's "
+              "without renewal; a dead station's cards go to another after that.")
 @click.option("--resume", is_flag=True, help="Finish a batch the journal has already started.")
 @click.option("--strict", is_flag=True, help="Refuse the whole batch when any record is invalid.")
 @click.option("--init", "do_init", is_flag=True, help="Readers: initialize each blank card first.")
@@ -872,11 +879,10 @@ def perso_check(profile, csv_path, rejects, encoding, issue_margin, as_json):
 @click.option("--card-timeout", default=60.0, show_default=True, help="Seconds to wait for each card in a reader.")
 @_data_options
 @click.option("--json", "as_json", is_flag=True, help="The summary as JSON (progress goes to stderr).")
-def perso_run(profile, csv_path, keys_path, readers, out_dir, journal, audit_path, resume, strict, do_init,
-              max_failures, card_timeout, encoding, issue_margin, as_json):
+def perso_run(profile, csv_path, keys_path, readers, out_dir, journal, audit_path, station, lease, resume, strict,
+              do_init, max_failures, card_timeout, encoding, issue_margin, as_json):
     """Personalize a batch: each valid cardholder of the file onto a card, journaled and audited."""
     from personalize import batch, cardholders
-    total = len(_read_holders(csv_path, encoding))
     prof = _profile(profile)
     provider = _keys(keys_path, profile=prof)
     if bool(out_dir) == bool(readers):
@@ -884,20 +890,31 @@ def perso_run(profile, csv_path, keys_path, readers, out_dir, journal, audit_pat
     base = Path(out_dir) if out_dir else Path(".")
     if out_dir:
         base.mkdir(parents=True, exist_ok=True)
+    from personalize.journal import is_database_url
     journal = journal or str(base / "perso-journal.sqlite")
-    audit_path = audit_path or str(Path(journal).with_name("perso-audit.jsonl"))
+    station = station or batch.default_station()
+    if not audit_path:
+        audit_path = (str(base / f"perso-audit-{station}.jsonl") if is_database_url(journal)
+                      else str(Path(journal).with_name("perso-audit.jsonl")))
     opts = batch.Options(prof, provider, csv_path, journal, audit_path, out_dir, tuple(readers), resume, strict,
-                         do_init, max_failures, card_timeout=card_timeout, encoding=encoding,
-                         rules=cardholders.Rules(issue_margin_days=issue_margin))
-    started = time.monotonic()
-    with click.progressbar(length=total, label="personalizing", file=sys.stderr, show_pos=True,
-                           item_show_func=lambda n: n and f"{n}  {_rate(started, bar)}") as bar:
-        def progress(card_number, n):
-            bar.update(n, card_number)
-        try:
-            result = batch.run_batch(opts, progress)
-        except (batch.BatchError, cardholders.CsvError) as e:
-            _fail(str(e))
+                         do_init, max_failures, card_timeout=card_timeout, station=station, lease=lease,
+                         encoding=encoding, rules=cardholders.Rules(issue_margin_days=issue_margin))
+    started, seen = time.monotonic(), [0]
+
+    def progress(card_number, n):
+        # The file is never counted up front (a million rows would be read twice): cards and rate only.
+        seen[0] += n
+        elapsed = time.monotonic() - started
+        click.echo(f"\rpersonalizing: {seen[0]} cards, {seen[0] / elapsed:.1f} cards/s  {card_number}   ",
+                   nl=False, err=True)
+    try:
+        result = batch.run_batch(opts, progress)
+    except cardholders.CsvError as e:
+        _bad(str(e))
+    except batch.BatchError as e:
+        _fail(str(e))
+    if seen[0]:
+        click.echo("", err=True)
     summary = result.as_dict()
     if as_json:
         click.echo(json.dumps(summary, indent=1, ensure_ascii=False))
@@ -913,9 +930,45 @@ def perso_run(profile, csv_path, keys_path, readers, out_dir, journal, audit_pat
         _fail(result.stopped)
 
 
-def _rate(started, bar) -> str:
-    elapsed = time.monotonic() - started
-    return f"{bar.pos / elapsed:.1f} cards/s" if elapsed > 0 and bar.pos else ""
+@perso.command("status")
+@click.option("--journal", required=True, help="SQLite journal file or postgresql://… URL.")
+@click.option("--batch", "batch_id", help="One batch (default: every batch in the journal).")
+@click.option("--json", "as_json", is_flag=True)
+def perso_status(journal, batch_id, as_json):
+    """Where batches stand, per station and overall: done, in progress, rejected, quarantined, rate, time left."""
+    from personalize import batch
+    from personalize.journal import JournalError, open_journal
+    try:
+        j = open_journal(journal)
+    except JournalError as e:
+        _fail(str(e))
+    try:
+        ids = [batch_id] if batch_id else j.batches()
+        reports = [batch.status(j, b) for b in ids]
+    except batch.BatchError as e:
+        _fail(str(e))
+    finally:
+        j.close()
+    if as_json:
+        click.echo(json.dumps(reports if not batch_id else reports[0], indent=1, ensure_ascii=False))
+        return
+    for r in reports:
+        left = "finished" if r["finished"] else (
+            f"about {_duration(r['seconds_left'])} left" if r["seconds_left"] is not None else "time left unknown")
+        rate = f"{r['rate']:.1f} cards/s" if r["rate"] else "no rate yet"
+        click.echo(f"batch {r['batch']} ({r['profile']}, {r['source']}): {r['done']} done, {r['in_progress']} in "
+                   f"progress, {r['pending']} pending, {r['rejected']} rejected, {r['quarantined']} quarantined; "
+                   f"{rate}, {left}")
+        for s in r["stations"]:
+            age = f" (oldest claim {s['oldest_claim_age']:.0f} s)" if s["oldest_claim_age"] is not None else ""
+            srate = f"{s['rate']:.1f} cards/s" if s["rate"] else "-"
+            click.echo(f"  {s['station']}: {s['done']} done, {s['in_progress']} in progress{age}, "
+                       f"{s['quarantined']} quarantined, {srate}")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min" if seconds >= 3600 else f"{seconds // 60} min {seconds % 60:02d} s"
 
 
 @perso.command("script")
@@ -1019,31 +1072,38 @@ def audit() -> None:
 
 
 @audit.command("verify")
-@click.argument("path", type=click.Path(dir_okay=False))
-@click.option("--journal", "journal_path", type=click.Path(dir_okay=False, exists=True), required=True,
-              help="The batch journal the log was written with.")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--journal", "journal_path", required=True,
+              help="The batch journal the logs were written with (SQLite file or postgresql:// URL).")
 @click.option("--keys", "keys_path", type=click.Path(dir_okay=False), required=True,
-              help="The issuer key file the log was written under (the chain's key derives from it).")
-def audit_verify(path, journal_path, keys_path):
-    """Check the audit log's keyed chain and the log against the journal: a line edited, inserted,
-    removed, swapped or forged, a log cut or emptied, and a batch without its end are each reported
-    with their line."""
-    from personalize.audit import verify
-    from personalize.journal import Journal, JournalError
+              help="The issuer key file the logs were written under (the chain's key derives from it).")
+def audit_verify(paths, journal_path, keys_path):
+    """Check each audit log's keyed chain and the logs against the journal: a line edited, inserted,
+    removed, swapped or forged, a log cut or emptied, a card without its line in any station's log, and
+    a batch without its end are each reported with their line. Give every station's log."""
+    from personalize.audit import unchecked_logs, verify
+    from personalize.journal import JournalError, open_journal, redact
     provider = _keys(keys_path)
     try:
-        journal = Journal(journal_path, create=False)
-    except (JournalError, sqlite3.Error) as e:
-        _bad(f"{journal_path}: {e}")
+        journal = open_journal(journal_path, create=False)
+    except JournalError as e:
+        _bad(str(e))
+    problems, total = [], 0
     try:
-        n, problems = verify(path, provider.audit_mac, journal)
+        for path in paths:
+            n, found = verify(path, provider.audit_mac, journal)
+            total += n
+            problems += [f"{path}: {p}" if len(paths) > 1 else p for p in found]
+        problems += unchecked_logs(paths, journal)
     finally:
         journal.close()
     for p in problems:
         click.echo(p)
+    where = paths[0] if len(paths) == 1 else f"{len(paths)} logs"
     if problems:
-        _fail(f"{path}: {len(problems)} problem(s) in {n} lines")
-    click.echo(f"{path}: {n} lines, keyed chain intact and in agreement with {journal_path}")
+        _fail(f"{where}: {len(problems)} problem(s) in {total} lines")
+    click.echo(f"{where}: {total} lines, keyed chain{'s' if len(paths) > 1 else ''} intact and in agreement "
+               f"with {redact(journal_path)}")
 
 
 # ---- serving --------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ trap 'rm -rf "$before"' EXIT
 [[ -d bench/results ]] && cp bench/results/*.json "$before"/ 2>/dev/null || true
 cd bench
 benches=("$@")
-((${#benches[@]})) || benches=(inprocess pcsc perso scale hsm)
+((${#benches[@]})) || benches=(inprocess pcsc perso scale hsm stations)
 for b in "${benches[@]}"; do ../.venv/bin/python "$b.py"; echo; done
 if compgen -G "$before/*.json" >/dev/null; then
     echo "# against the figures held before this run (a regression is > 10 % worse)"

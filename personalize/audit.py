@@ -6,6 +6,7 @@ The journal records every line's number and keyed hash before the line is append
 log (last lines gone, file emptied) is found against it, and a line a crash kept from the log
 is appended on resume from the journal's copy, followed by a line saying it was recovered.
 
+Each station writes its own log; every line names its station, batch and sequence number.
 Lines carry who, when, batch, profile digest, key versions, card number, ATR, result and the
 status-word trail; never a PIN, a key, a cryptogram or a MAC.
 """
@@ -44,8 +45,8 @@ def _digest(mac: Mac, prev: str, body: dict) -> str:
 class AuditLog:
     """An append-only JSON-lines log, chained by HMAC, each line recorded in the journal first."""
 
-    def __init__(self, path: str | os.PathLike, mac: Mac, journal: Journal) -> None:
-        self.path, self._mac, self._journal = Path(path), mac, journal
+    def __init__(self, path: str | os.PathLike, mac: Mac, journal: Journal, station: str | None = None) -> None:
+        self.path, self._mac, self._journal, self.station = Path(path), mac, journal, station
         self._lock = threading.Lock()
         self._seq, self._last, self.log = 0, GENESIS, secrets.token_hex(8)
         self.recovered_torn_line = False
@@ -113,7 +114,8 @@ class AuditLog:
             raise ValueError(f"audit lines never carry {', '.join(sorted(bad))}")
         with self._lock:
             body = {"seq": self._seq + 1, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "who": _who(),
-                    "log": self.log, "event": event, "batch": batch, **fields, "prev": self._last}
+                    "log": self.log, "event": event, "batch": batch,
+                    **({"station": self.station} if self.station else {}), **fields, "prev": self._last}
             if row is not None:
                 body["row"] = row
             body["hash"] = _digest(self._mac, self._last, body)
@@ -221,7 +223,7 @@ def _against_journal(bodies: list[dict | None], marks: list[AuditMark], problems
 def _cards_without_lines(bodies: list[dict | None], journal: Journal, problems: list[str]) -> None:
     """A card the journal calls done or quarantined, in a batch of this log, has its audit line somewhere."""
     batches = {b.get("batch") for b in bodies if b}
-    lined = {(m.batch, m.row) for log in journal.logs() for m in journal.marks(log) if m.event in CARD_EVENTS}
+    lined = journal.card_marks()          # lines of every station's log count
     for (batch, row), (state, number) in sorted(journal.states().items()):
         if batch in batches and state in (DONE, QUARANTINED) and (batch, row) not in lined:
             problems.append(f"line {len(bodies) + 1}: card {number} (batch {batch}, file line {row}) is {state} "
@@ -241,3 +243,16 @@ def _open_runs(bodies: list[dict | None], problems: list[str]) -> None:
     for batch, n in sorted(open_at.items(), key=lambda kv: kv[1]):
         problems.append(f"line {n}: batch {batch} started here and has no batch-end (still running, killed and "
                         "not resumed, or its end was cut)")
+
+
+def unchecked_logs(paths, journal: Journal) -> list[str]:
+    """The logs the journal knows in the batches the given logs cover that were not among them: a station's
+    log left out of the check would hide its lines."""
+    given = {str(Path(p).resolve()) for p in paths}
+    batches: set[str] = set()
+    for log, where in journal.logs().items():
+        if where in given:
+            batches |= {m.batch for m in journal.marks(log)}
+    return [f"{where}: the journal holds lines of this log (batch {', '.join(sorted(b))}) but it was not given"
+            for log, where in sorted(journal.logs().items())
+            if where not in given and (b := {m.batch for m in journal.marks(log)} & batches)]

@@ -1,16 +1,18 @@
-"""The batch runner: a cardholder file, a profile and issuer keys in; personalized cards out.
+"""The batch runner (one station): a cardholder file, a profile and issuer keys in; personalized cards out.
 
-Cards go into card images in a folder, or through PC/SC readers (one worker per reader). The
-journal records each card's step before it runs; --resume finishes a killed batch: virtual
-cards that were half made are made again, real ones are quarantined with the step they were
-in. A card whose authentication fails is never retried. Consecutive failures stop the batch.
+Cards go into card images in a folder, or through PC/SC readers: one pool of workers, one per reader
+(or per image maker), each claiming its next cardholder from the journal and taking it through one
+CardJob. Several stations may share a batch on a PostgreSQL journal. A card left half made by a
+station that died is claimed again once its lease runs out (at once by the same station restarted):
+a virtual card is made again, a real one is quarantined with the step it was in. A card whose
+authentication fails is never retried. Consecutive failures stop the station.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import queue
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +26,8 @@ from terminal.factors import card_factor
 from . import cardholders, crash, virtual
 from .audit import AuditError, AuditLog
 from .compile import init_script, perso_script
-from .journal import DONE, PENDING, QUARANTINED, REJECTED, STARTED, Journal, JournalError, Owner
+from .journal import (DONE, PENDING, QUARANTINED, REJECTED, STARTED, CardRow, Conflict, Journal, JournalError,
+                      LeaseLost, is_database_url, open_journal)
 from .keys import KeyProvider
 from .profile import Profile
 from .script import ScriptError, run
@@ -54,15 +57,24 @@ class Options:
     max_failures: int = 3
     workers: int | None = None
     card_timeout: float = 60.0
+    station: str = ""
+    lease: float = 30.0
+    image_workers: int = 1
     encoding: str = "utf-8"
     rules: cardholders.Rules = field(default_factory=cardholders.Rules)
 
 
+def default_station() -> str:
+    """A station is a PC: its host name, unless told otherwise."""
+    return socket.gethostname() or "station"
+
+
 @dataclass
 class Result:
-    """How a batch ended."""
+    """How a batch ended (for this station)."""
 
     batch: str
+    station: str = ""
     done: int = 0
     rejected: int = 0
     quarantined: int = 0
@@ -78,7 +90,14 @@ class Result:
 
 
 def _digest(path: str) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+    except OSError as e:
+        raise cardholders.CsvError(f"{path}: {e.strerror}") from None
+    return h.hexdigest()
 
 
 def batch_id(profile: Profile, source_digest: str) -> str:
@@ -88,102 +107,132 @@ def batch_id(profile: Profile, source_digest: str) -> str:
 Progress = Callable[[str, int], None]
 
 
-def prepare(opts: Options, bid: str, src: str) -> tuple[list[tuple[int, dict]], dict[int, list[tuple[str, str]]], Journal]:
-    """Read and check the cardholder file against itself and the journal; open or reopen the batch."""
-    rows = cardholders.read_csv(opts.cardholder_file, opts.encoding)
-    journal = Journal(opts.journal)
-    try:
-        existing = journal.batch(bid)
-        if existing and not opts.resume:
-            raise BatchError(f"batch {bid} is in the journal already; add --resume to finish it")
-        if opts.resume and not existing:
-            raise BatchError(f"nothing to resume: the journal has no batch {bid} for this profile and file")
-        problems = cardholders.check_all(rows, opts.profile, opts.workers, rules=opts.rules) if not existing else {}
-        if not existing:
-            nums, ids = journal.issued_elsewhere(bid, [r.get("card_number", "") for _, r in rows],
-                                                 [r.get("ssn", "") for _, r in rows])
-            for line, row in rows:
-                if row.get("card_number") in nums:
-                    problems.setdefault(line, []).append(("card_number", "already issued in an earlier batch"))
-                if row.get("ssn") in ids:
-                    problems.setdefault(line, []).append(("ssn", "already has a card from an earlier batch"))
-            if problems and opts.strict:
-                raise BatchError(f"--strict: {len(problems)} of {len(rows)} records are invalid; nothing was personalized")
-            journal.open_batch(bid, opts.profile.name, opts.profile.digest, os.path.basename(opts.cardholder_file), src, [
-                (line, row.get("card_number", ""), row.get("ssn", ""),
-                 REJECTED if line in problems else PENDING,
-                 "; ".join(f"{f}: {why}" for f, why in problems[line]) if line in problems else None)
-                for line, row in rows])
-    except BaseException:
-        journal.close()
-        raise
-    return rows, problems, journal
+def rejects_path(opts: Options, bid: str) -> str:
+    where = Path(opts.journal) if not is_database_url(opts.journal) else Path(opts.audit)
+    return str(where.with_name(f"rejects-{bid}.csv"))
+
+
+def prepare(opts: Options, journal: Journal, src: str, bid: str) -> tuple[int, str | None]:
+    """Record a new batch: the file streamed once through the checks on all cores and into the journal chunk by
+    chunk, duplicates found by the journal's own indexes. Returns (records, rejects file or None); Conflict
+    when another station recorded the batch first."""
+    import tempfile
+    final = rejects_path(opts, bid)
+    # Its own temporary: stations starting together each prepare until one of them records the batch.
+    fd, tmp = tempfile.mkstemp(prefix=f".{Path(final).name}.", suffix=".tmp", dir=Path(final).parent)
+    records = invalid = 0
+    with open(fd, "w", encoding="utf-8", newline="") as out:
+        import csv
+        w = csv.writer(out)
+        w.writerow(["line", "field", "reason"])
+        try:
+            with journal.new_batch(bid, opts.profile.name, opts.profile.digest, os.path.basename(opts.cardholder_file),
+                                   src) as nb:
+                for chunk in cardholders.check_file(opts.cardholder_file, opts.profile, opts.encoding, opts.workers,
+                                                    rules=opts.rules):
+                    records += len(chunk)
+                    rows = _judge(nb, bid, chunk)
+                    for line, _, _, state, _, _ in rows:
+                        if state == REJECTED:
+                            invalid += 1
+                            for f, why in next(p for ln, _, p in chunk if ln == line):
+                                w.writerow([line, f, why])
+                    if not opts.strict:
+                        nb.add(rows, judged=True)
+                if opts.strict and invalid:
+                    raise BatchError(f"--strict: {invalid} of {records} records are invalid; nothing was personalized")
+            out.flush()
+            os.fsync(out.fileno())
+        except BaseException:
+            out.close()
+            os.unlink(tmp)
+            raise
+    if not invalid:
+        os.unlink(tmp)
+        return records, None
+    os.replace(tmp, final)
+    return records, final
+
+
+def _judge(nb, bid: str, chunk) -> list[tuple]:
+    """Journal rows for one checked chunk: the record's own problems plus the card numbers and SSNs that a line
+    before it, or another batch, already holds (the problems lists grow in place for the reject file)."""
+    held = {f: nb.holders_of(f, [row.get(f) or "" for _, row, _ in chunk]) for f in ("ssn", "card_number")}
+    first: dict[tuple[str, str], int] = {}
+    rows = []
+    for line, row, problems in chunk:
+        for f in ("ssn", "card_number"):
+            value = row.get(f) or ""
+            if not value or row.get(cardholders.RECORD):
+                continue
+            if value in held[f]:
+                other_batch, other_line = held[f][value]
+                problems.append((f, f"duplicate of line {other_line}") if other_batch == bid else
+                                (f, "already issued in an earlier batch" if f == "card_number"
+                                 else "already has a card from an earlier batch"))
+            elif (f, value) in first:
+                problems.append((f, f"duplicate of line {first[f, value]}"))
+            elif not problems:
+                first[f, value] = line
+        state = REJECTED if problems else PENDING
+        reason = "; ".join(f"{f}: {why}" for f, why in problems) or None
+        rows.append((line, row.get("card_number") or "", row.get("ssn") or "", state, reason,
+                     {} if problems else row))
+    return rows
 
 
 def run_batch(opts: Options, progress: Progress | None = None) -> Result:
-    """Personalize every valid cardholder of the file not yet done; return the counts. One process
-    owns the journal while it runs; a second one is refused with the first one's name."""
+    """This station's share of a batch: every valid cardholder of the file not yet done; return the counts."""
     if bool(opts.out_dir) == bool(opts.readers):
         raise BatchError("give either an output folder for card images or PC/SC readers")
+    t0 = time.monotonic()
+    station = opts.station or default_station()
     src = _digest(opts.cardholder_file)
     bid = batch_id(opts.profile, src)
+    result = Result(bid, station)
+    audit = None
     try:
-        owner = Owner(opts.journal, f"batch {bid}")
+        journal = open_journal(opts.journal, station)
     except JournalError as e:
         raise BatchError(str(e)) from None
     try:
-        return _run_owned(opts, bid, src, progress)
-    except (JournalError, AuditError) as e:
-        raise BatchError(str(e)) from None
-    finally:
-        owner.release()
-
-
-def _run_owned(opts: Options, bid: str, src: str, progress: Progress | None) -> Result:
-    t0 = time.monotonic()
-    rows, problems, journal = prepare(opts, bid, src)
-    by_line = dict(rows)
-    result = Result(bid)
-    audit = None
-    try:
-        audit = AuditLog(opts.audit, opts.keys.audit_mac, journal)
+        journal.own(bid)
+        existing = journal.batch(bid)
+        shared = is_database_url(opts.journal) and existing and not existing["finished"]
+        if existing and not opts.resume and not shared:
+            raise BatchError(f"batch {bid} is in the journal already; add --resume to finish it")
+        if opts.resume and not existing and not is_database_url(opts.journal):
+            raise BatchError(f"nothing to resume: the journal has no batch {bid} for this profile and file")
+        if not existing:
+            try:
+                _, result.rejects_file = prepare(opts, journal, src, bid)
+            except Conflict:
+                if journal.batch(bid) is None:
+                    raise
+                # Another station recorded the batch a moment before us: we join it.
+        journal.release_own(bid)
+        audit = AuditLog(opts.audit, opts.keys.audit_mac, journal, station=station)
         if audit.recovered:
             audit.write("recovered", batch=bid, lines=audit.recovered,
                         result="the journal recorded these lines before a crash kept them from the log")
-        if problems:
-            result.rejects_file = str(Path(opts.journal).with_name(f"rejects-{bid}.csv"))
-            cardholders.write_rejects(result.rejects_file, problems)
-        _settle_interrupted(opts, bid, journal, audit)
         versions = {n: opts.keys.version(n) for n in virtual.master_names(opts.profile)}
         audit.write("batch-start", batch=bid, profile=opts.profile.name, profile_digest=opts.profile.digest,
-                    key_versions=versions, source_digest=src,
-                    resumed=opts.resume, target=opts.out_dir or ", ".join(opts.readers))
-        todo = [c for c in journal.cards(bid) if c.state == PENDING]
-        worker = _ImageWorker(opts, bid, journal, audit, by_line) if opts.out_dir else None
-        failures = _Failures(opts.max_failures)
-        if worker:
-            for c in todo:
-                if failures.stopped:
-                    break
-                ok = worker.make(c)
-                if ok is None:
-                    continue                         # another worker has this cardholder
-                failures.count(ok, c.card_number)
-                result.made_now += ok
-                if progress:
-                    progress(c.card_number, 1)
-        else:
-            result.made_now = _run_readers(opts, bid, journal, audit, by_line, todo, failures, progress)
+                    key_versions=versions, source_digest=src, resumed=bool(existing),
+                    target=opts.out_dir or ", ".join(opts.readers))
+        station_run = Station(opts, bid, journal, audit, progress)
+        result.made_now = station_run.run()
         counts = journal.counts(bid)
         result.done, result.rejected = counts.get(DONE, 0), counts.get(REJECTED, 0)
         result.quarantined, result.pending = counts.get(QUARANTINED, 0), counts.get(PENDING, 0) + counts.get(STARTED, 0)
         result.quarantine = [{"line": c.row, "card_number": c.card_number, "reason": c.reason}
                              for c in journal.cards(bid) if c.state == QUARANTINED]
-        result.stopped = failures.stopped
+        result.stopped = station_run.failures.stopped
         if not result.pending:
             journal.close_batch(bid)
         audit.write("batch-end", batch=bid, done=result.done, rejected=result.rejected,
                     quarantined=result.quarantined, pending=result.pending, stopped=result.stopped)
+    except (JournalError, AuditError) as e:
+        raise BatchError(str(e)) from None
     finally:
         if audit is not None:
             audit.close()
@@ -192,19 +241,32 @@ def _run_owned(opts: Options, bid: str, src: str, progress: Progress | None) -> 
     return result
 
 
-def _settle_interrupted(opts: Options, bid: str, journal: Journal, audit: AuditLog) -> None:
-    """Cards a killed run left started: claimed only (no APDU yet) or virtual ones go back to
-    pending; a real card that had commands is quarantined with the step it was in."""
-    for c in journal.cards(bid):
-        if c.state != STARTED:
-            continue
-        if opts.out_dir or c.step == "claimed":
-            journal.reset(bid, c.row)
-            continue
-        reason = f"interrupted during {c.step}; inspect the card in {c.target}"
-        audit.write("card-quarantined", batch=bid, row=c.row, card_number=c.card_number, atr=c.atr,
-                    result=f"interrupted during {c.step}",
-                    record=lambda m, line, row=c.row: journal.finish(bid, row, QUARANTINED, reason, m, line))
+def status(journal: Journal, batch_id: str) -> dict:
+    """Where a batch stands, per station and overall: done, in progress (with the oldest claim's age), rejected,
+    quarantined, cards per second and the estimated seconds left at that rate."""
+    meta = journal.batch(batch_id)
+    if meta is None:
+        raise BatchError(f"the journal has no batch {batch_id}")
+    counts = journal.counts(batch_id)
+    now, rows = journal.station_status(batch_id)
+    stations = []
+    for name, done, held, quarantined, first, last, oldest in rows:
+        span = (last - first) if first is not None and last is not None else 0
+        stations.append({"station": name, "done": int(done), "in_progress": int(held), "quarantined": int(quarantined),
+                         "oldest_claim_age": None if oldest is None else round(now - oldest, 1),
+                         "rate": round(done / span, 2) if span > 0 else None})
+    firsts = [r[4] for r in rows if r[4] is not None]
+    lasts = [r[5] for r in rows if r[5] is not None]
+    done = counts.get(DONE, 0)
+    span = max(lasts) - min(firsts) if firsts and lasts else 0
+    rate = done / span if span > 0 else None
+    left = counts.get(PENDING, 0) + counts.get(STARTED, 0)
+    return {"batch": batch_id, "profile": meta["profile"], "source": meta["source"],
+            "finished": meta["finished"] is not None, "done": done, "in_progress": counts.get(STARTED, 0),
+            "pending": counts.get(PENDING, 0), "rejected": counts.get(REJECTED, 0),
+            "quarantined": counts.get(QUARANTINED, 0), "rate": round(rate, 2) if rate else None,
+            "seconds_left": round(left / rate) if rate and left else (0 if not left else None),
+            "stations": stations}
 
 
 class _Failures:
@@ -229,65 +291,211 @@ def _failure(e: Exception) -> str:
     return str(e)
 
 
-def _produce(t, c, holder: dict, opts: Options, bid: str, journal: Journal, audit: AuditLog, target: str,
-             init: bool, save=None, where: dict | None = None, done: dict | None = None) -> bool | None:
-    """One card through [initialization →] personalization → read-back [→ save], each step journaled
-    before it runs; a failure quarantines the card with its reason. True when the card is done;
-    None when the cardholder was not this worker's to take (claimed before any APDU)."""
-    from reader_bridge.transport import TransportError
+class Station:
+    """One station's pool of workers on a batch: each claims a cardholder, takes it through a CardJob, and
+    comes back for the next until the batch has nothing left that another station might still give back."""
 
-    if not journal.claim(bid, c.row):
-        return None
-    crash.point("claimed")
-    prof, keys, where = opts.profile, opts.keys, where or {}
-    atr = t.atr()
-    hexatr = atr.hex().upper()
-    trail: list[str] = []
-    try:
-        if init:
-            journal.step(bid, c.row, "init", target, hexatr)
-            trail += _sws(run(t.transmit, init_script(prof), keys))
+    def __init__(self, opts: Options, bid: str, journal: Journal, audit: AuditLog, progress: Progress | None) -> None:
+        self.opts, self.bid, self.journal, self.audit, self.progress = opts, bid, journal, audit, progress
+        self.failures = _Failures(opts.max_failures)
+        # Compiled once per batch: every card of it gets the same initialization.
+        self.init = init_script(opts.profile) if (opts.out_dir or opts.init) else None
+        self.made = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.errors: list[str] = []
+        self._crash: list[BaseException] = []
+        self.seen_atrs = {c.atr for c in journal.cards(bid) if c.atr} if opts.readers else set()
+
+    def run(self) -> int:
+        if self.opts.out_dir:
+            Path(self.opts.out_dir).mkdir(parents=True, exist_ok=True)
+            slots = [_ImageSlot(self) for _ in range(max(1, self.opts.image_workers))]
+        else:
+            slots = [_ReaderSlot(self, r) for r in self.opts.readers]
+        renewer = threading.Thread(target=self._renew, name="perso:lease", daemon=True)
+        renewer.start()
+        try:
+            if len(slots) == 1:
+                self._work(slots[0])            # in this thread: a crash or Ctrl-C reaches the caller as it is
+            else:
+                threads = [threading.Thread(target=self._guarded, args=(slot,), name=f"perso:{slot.name}")
+                           for slot in slots]
+                for th in threads:
+                    th.start()
+                for th in threads:
+                    th.join()
+                if self._crash:
+                    raise self._crash[0]
+        finally:
+            self._stop.set()
+            renewer.join()
+        if self.errors and not self.failures.stopped and self.journal.counts(self.bid).get(PENDING):
+            self.failures.stopped = "; ".join(self.errors)
+        return self.made
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.opts.lease / 3):
+            try:
+                self.journal.renew(self.bid, self.opts.lease)
+            except JournalError:
+                pass                                # the next step's own renewal reports a lost journal
+
+    def _guarded(self, slot) -> None:
+        try:
+            self._work(slot)
+        except BaseException as e:          # noqa: B036 - handed to the main thread, which raises it
+            self._crash.append(e)
+
+    def _work(self, slot) -> None:
+        from reader_bridge.transport import TransportError
+        ready = _NOTHING
+        while not self.failures.stopped and not self._crash:
+            try:
+                # A card waiting in the reader stays there for the next claim if this one brings nothing.
+                ready = slot.ready() if ready is _NOTHING else ready
+            except TransportError as e:
+                self.errors.append(f"{slot.name}: {e}")
+                return
+            c = self.journal.claim(self.bid, self.opts.lease)
+            if c is None:
+                if not self.journal.held_by_others(self.bid):
+                    return
+                time.sleep(min(1.0, self.opts.lease / 4))     # a dead station's cards come back when its lease ends
+                continue
+            crash.point("claimed")
+            try:
+                ok = self._take(c, slot, ready)
+            except LeaseLost:
+                ready = _NOTHING                        # another station has the cardholder; this card was used
+                continue
+            if ok is None:
+                continue                                # no card was used
+            ready = _NOTHING
+            with self._lock:
+                self.made += ok
+            self.failures.count(ok, c.card_number)
+            if self.progress:
+                self.progress(c.card_number, 1)
+
+    def _take(self, c: CardRow, slot, ready) -> bool | None:
+        """One claimed cardholder: True made, False quarantined, None when another station left it half made at a
+        reader (quarantined without touching this worker's card)."""
+        if c.state == STARTED and c.step != "claimed" and not slot.remakes:
+            reason = f"interrupted during {c.step} at station {c.station}; inspect the card in {c.target}"
+            self._end(c, QUARANTINED, reason, atr=c.atr, result=f"interrupted during {c.step}")
+            return None
+        return CardJob(self, c, slot, ready).run()
+
+    def _end(self, c: CardRow, state: str, reason: str | None, **fields) -> None:
+        """The card's end state and its audit line's record in one journal transaction; the line follows."""
+        event = "card-done" if state == DONE else "card-quarantined"
+        self.audit.write(event, batch=self.bid, row=c.row, card_number=c.card_number,
+                         **{k: v for k, v in fields.items() if v is not None},
+                         record=lambda m, line: self.journal.finish(self.bid, c.row, state, reason, m, line))
+
+
+_NOTHING = object()
+
+
+class CardJob:
+    """A card through [initialization →] personalization → read-back [→ save], each step journaled before it
+    runs (renewing the claim); a failure quarantines the card with its reason."""
+
+    def __init__(self, station: Station, c: CardRow, slot, ready) -> None:
+        self.st, self.c, self.slot, self.ready = station, c, slot, ready
+
+    def step(self, name: str, **where) -> None:
+        self.st.journal.step(self.st.bid, self.c.row, name, self.st.opts.lease, **where)
+        crash.point(name)
+
+    def run(self) -> bool:
+        from reader_bridge.transport import TransportError
+        st, c, prof, keys = self.st, self.c, self.st.opts.profile, self.st.opts.keys
+        t, target, save, extra = self.slot.open(c, self.ready)
+        trail: list[str] = []
+        hexatr = "?"
+        try:
+            atr = t.atr()
+            hexatr = atr.hex().upper()
+            if st.init is not None:
+                self.step("init", target=target, atr=hexatr)
+                trail += _sws(run(t.transmit, st.init, keys))
+                t.reset()
+            factor = card_factor(atr)
+            values = cardholders.values(c.holder, prof, factor, st.opts.rules, checked=True)
+            self.step("perso", target=target, atr=hexatr)
+            trail += _sws(run(t.transmit, perso_script(prof, values, factor), keys))
             t.reset()
-        factor = card_factor(atr)
-        values = cardholders.values(holder, prof, factor, opts.rules)
-        crash.point("perso")
-        journal.step(bid, c.row, "perso", target, hexatr)
-        trail += _sws(run(t.transmit, perso_script(prof, values, factor), keys))
-        t.reset()
-        journal.step(bid, c.row, "verify")
-        checked = verify_card(t, prof, values, keys)
-        if save is not None:
-            journal.step(bid, c.row, "save")
-            save()
-            crash.point("saved")
-    except (ScriptError, VerifyError, cardholders.HolderError, TransportError) as e:
-        reason = _failure(e)
-        audit.write("card-quarantined", batch=bid, row=c.row, card_number=c.card_number, atr=hexatr, result=reason,
-                    sw_trail=trail[-8:], **where,
-                    record=lambda m, line: journal.finish(bid, c.row, QUARANTINED, reason, m, line))
-        return False
-    # The journal's "done" and the audit line's record are one transaction; the line follows.
-    audit.write("card-done", batch=bid, row=c.row, card_number=c.card_number, atr=hexatr, result="personalized",
-                verified_records=checked, sw_trail=_compress(trail), **where, **(done or {}),
-                record=lambda m, line: journal.finish(bid, c.row, DONE, None, m, line))
-    return True
+            self.step("verify")
+            checked = verify_card(t, prof, values, keys)
+            if save is not None:
+                self.step("save")
+                save()
+                crash.point("saved")
+        except (ScriptError, VerifyError, cardholders.HolderError, TransportError) as e:
+            reason = _failure(e)
+            st._end(c, QUARANTINED, reason, atr=hexatr, result=reason, sw_trail=trail[-8:], **self.slot.where)
+            return False
+        finally:
+            self.slot.done(t)
+        st._end(c, DONE, None, atr=hexatr, result="personalized", verified_records=checked,
+                sw_trail=_compress(trail), **self.slot.where, **extra)
+        return True
 
 
-class _ImageWorker:
-    """Makes virtual cards into card images in a folder."""
+class _ImageSlot:
+    """A worker that makes virtual cards into card images in a folder."""
 
-    def __init__(self, opts: Options, bid: str, journal: Journal, audit: AuditLog, rows: dict[int, dict]) -> None:
-        self.opts, self.bid, self.journal, self.audit, self.rows = opts, bid, journal, audit, rows
-        Path(opts.out_dir).mkdir(parents=True, exist_ok=True)
-        # A run killed while saving leaves its temporary behind; the image itself is whole.
-        card_image.remove_stale_temps(opts.out_dir)
+    remakes = True                  # a half-made virtual card is simply made again
+    where: dict = {}
 
-    def make(self, c) -> bool | None:
-        path = str(Path(self.opts.out_dir) / f"{c.card_number}.json")
-        card = virtual.blank(self.opts.profile, virtual.chip_serial(f"{self.bid}:{c.row}"))
-        return _produce(_transport(card), c, self.rows[c.row], self.opts, self.bid, self.journal, self.audit,
-                        path, init=True, save=lambda: card_image.save(card, path),
-                        done={"image": os.path.basename(path)})
+    def __init__(self, station: Station) -> None:
+        self.station, self.name = station, "images"
+
+    def ready(self):
+        return None
+
+    def open(self, c: CardRow, _):
+        opts = self.station.opts
+        path = str(Path(opts.out_dir) / f"{c.card_number}.json")
+        if c.state == STARTED:
+            # A station killed while saving this card left its temporary behind; the image itself is whole.
+            card_image.remove_stale_temps(opts.out_dir, f"{c.card_number}.json")
+        card = virtual.blank(opts.profile, virtual.chip_serial(f"{self.station.bid}:{c.row}"))
+        return _transport(card), path, lambda: card_image.save(card, path), {"image": os.path.basename(path)}
+
+    def done(self, t) -> None:
+        pass
+
+
+class _ReaderSlot:
+    """A worker at one PC/SC reader: it waits for a new card, then claims a cardholder for it."""
+
+    remakes = False                 # a half-made real card is quarantined, never overwritten blindly
+
+    def __init__(self, station: Station, reader: str) -> None:
+        self.station, self.reader, self.name = station, reader, reader
+        self.where = {"reader": reader}
+        self.last_atr = None
+
+    def ready(self) -> bytes:
+        from reader_bridge.pcsc import list_readers
+        st = self.station
+        return _wait_for_new_card(self.reader, self.last_atr, st.seen_atrs, st._lock, st.opts.card_timeout,
+                                  list_readers)
+
+    def open(self, c: CardRow, atr: bytes):
+        from reader_bridge.pcsc import PcscTransport
+        self.last_atr = atr
+        return PcscTransport(self.reader, timeout=self.station.opts.card_timeout), self.reader, None, {}
+
+    def done(self, t) -> None:
+        from reader_bridge.transport import TransportError
+        try:
+            t.close(unpower=True)
+        except TransportError:
+            pass
 
 
 def _transport(card):
@@ -310,79 +518,6 @@ def _compress(trail: list[str]) -> str:
             out.append(prev if n == 1 else f"{prev}×{n}")
         prev, n = s, 1
     return " ".join(out)
-
-
-def _run_readers(opts: Options, bid, journal: Journal, audit: AuditLog, rows, todo, failures: _Failures,
-                 progress: Progress | None) -> int:
-    """One worker thread per reader, taking cardholders from a shared queue."""
-    work: queue.Queue = queue.Queue()
-    for c in todo:
-        work.put(c)
-    made = [0]
-    seen_atrs = {c.atr for c in journal.cards(bid) if c.atr}
-    lock = threading.Lock()
-    errors: list[str] = []
-
-    in_flight = [0]
-
-    def take():
-        """The next cardholder; None once the queue is empty and no other worker may hand one back."""
-        while True:
-            with lock:
-                try:
-                    c = work.get_nowait()
-                    in_flight[0] += 1
-                    return c
-                except queue.Empty:
-                    if in_flight[0] == 0:
-                        return None
-            time.sleep(0.05)
-
-    def worker(reader: str) -> None:
-        from reader_bridge.pcsc import PcscTransport, list_readers
-        from reader_bridge.transport import TransportError
-        last_atr = None
-        while not failures.stopped:
-            c = take()
-            if c is None:
-                return
-            try:
-                atr = _wait_for_new_card(reader, last_atr, seen_atrs, lock, opts.card_timeout, list_readers)
-                t = PcscTransport(reader, timeout=opts.card_timeout)
-            except TransportError as e:
-                # This reader has no card to give: another worker may still take the cardholder.
-                with lock:
-                    work.put(c)
-                    in_flight[0] -= 1
-                errors.append(f"{reader}: {e}")
-                return
-            ok = False
-            try:
-                ok = _produce(t, c, rows[c.row], opts, bid, journal, audit, reader, init=opts.init,
-                              where={"reader": reader})
-            finally:
-                last_atr = atr
-                try:
-                    t.close(unpower=True)
-                except TransportError:
-                    pass
-                with lock:
-                    in_flight[0] -= 1
-                    made[0] += bool(ok)
-            if ok is None:
-                continue                             # another worker has this cardholder
-            failures.count(ok, c.card_number)
-            if progress:
-                progress(c.card_number, 1)
-
-    threads = [threading.Thread(target=worker, args=(r,), name=f"perso:{r}") for r in opts.readers]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    if errors and not failures.stopped and not work.empty():
-        failures.stopped = "; ".join(errors)
-    return made[0]
 
 
 def _wait_for_new_card(reader: str, last_atr, seen: set, lock, timeout: float, list_readers) -> bytes:

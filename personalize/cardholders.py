@@ -193,9 +193,11 @@ def card_id(region: str, factor: bytes) -> str:
     return region + RID + factor.hex().upper()
 
 
-def values(holder: dict[str, str], profile: Profile, factor: bytes, rules: Rules | None = None) -> dict[str, str]:
-    """The item values of one cardholder for one chip (its diversification factor)."""
-    problems = check(holder, profile, rules)
+def values(holder: dict[str, str], profile: Profile, factor: bytes, rules: Rules | None = None,
+           checked: bool = False) -> dict[str, str]:
+    """The item values of one cardholder for one chip (its diversification factor); `checked` when data
+    preparation has checked the record already."""
+    problems = [] if checked else check(holder, profile, rules)
     if problems:
         raise HolderError(problems)
     h = normalize(holder)
@@ -238,20 +240,64 @@ ENCODINGS = ("utf-8", "gbk", "gb18030")
 
 
 def read_csv(path: str, encoding: str = "utf-8") -> list[tuple[int, dict[str, str]]]:
-    """Rows of a cardholder CSV as (line number, normalized fields); the header names the columns.
+    """Rows of a cardholder CSV as (line number, normalized fields); the header names the columns."""
+    return list(iter_csv(path, encoding))
+
+
+def iter_csv(path: str, encoding: str = "utf-8"):
+    """The rows of a cardholder CSV one at a time, (line number, normalized fields): a file of any size in
+    flat memory.
 
     No legal value holds a line break, so each line is one record: a stray quote spoils its own
     line (reported there, under the field `record`) and never swallows the lines after it.
     """
+    header, lines = iter_lines(path, encoding)
+    for n, line in lines:
+        yield n, parse_line(header, line)
+
+
+def iter_lines(path: str, encoding: str = "utf-8"):
+    """The file's column names and a generator of its record lines as (line number, text); the header is read
+    and checked at once, so a bad file fails here."""
     import csv
 
+    codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        f = open(path, "rb")
     except OSError as e:
         raise CsvError(f"{path}: {e.strerror}") from None
-    lines = re.split(r"\r\n|\n|\r", _decode(path, raw, encoding))
-    header = [c.strip(_SPACES) for c in next(csv.reader([lines[0]]))] if lines else []
+    first = f.readline()
+    line = _decode_line(path, first, codec, encoding, 1).rstrip("\r\n")
+    try:
+        header = _header(path, [c.strip(_SPACES) for c in next(csv.reader([line]))] if first else [])
+    except CsvError:
+        f.close()
+        raise
+
+    def lines():
+        plain = codec.replace("-sig", "")
+        with f:
+            for n, raw in enumerate(f, 2):
+                text = _decode_line(path, raw, plain, encoding, n).rstrip("\r\n")
+                if text.strip(_SPACES):
+                    yield n, text
+    return header, lines()
+
+
+def parse_line(header: list[str], line: str) -> dict[str, str]:
+    """One record line as normalized fields; a line that is not one well-formed record says why under `record`."""
+    import csv
+
+    fields = next(csv.reader([line]))
+    row = dict(zip(header, fields))
+    if (col := _unclosed_quote(line)) is not None:
+        row[RECORD] = f"a quoted field opens at column {col} and does not close on this line (a stray \"?)"
+    elif len(fields) != len(header):
+        row[RECORD] = f"{len(fields)} fields where the header has {len(header)}"
+    return normalize(row)
+
+
+def _header(path: str, header: list[str]) -> list[str]:
     missing = [c for c in REQUIRED if c not in header]
     if missing:
         raise CsvError(f"{path}: line 1: missing column(s) {', '.join(missing)}")
@@ -261,18 +307,91 @@ def read_csv(path: str, encoding: str = "utf-8") -> list[tuple[int, dict[str, st
     twice = sorted({c for c in header if header.count(c) > 1})
     if twice:
         raise CsvError(f"{path}: line 1: column(s) {', '.join(twice)} appear twice")
-    rows = []
-    for n, line in enumerate(lines[1:], 2):
-        if not line.strip(_SPACES):
-            continue
-        fields = next(csv.reader([line]))
-        row = dict(zip(header, fields))
-        if (col := _unclosed_quote(line)) is not None:
-            row[RECORD] = f"a quoted field opens at column {col} and does not close on this line (a stray \"?)"
-        elif len(fields) != len(header):
-            row[RECORD] = f"{len(fields)} fields where the header has {len(header)}"
-        rows.append((n, normalize(row)))
-    return rows
+    return header
+
+
+def _decode_line(path: str, raw: bytes, codec: str, encoding: str, n: int) -> str:
+    """One line's text; an undecodable byte is named by line and column, with the encoding the file looks like."""
+    try:
+        return raw.decode(codec)
+    except UnicodeDecodeError as e:
+        start = e.start
+        # Foreign bytes can pass for a character or two before the decoder stops: name the start of the run.
+        while start > 0 and raw[start - 1] >= 0x80:
+            start -= 1
+        col = len(raw[:start].decode(codec, errors="replace")) + 1
+        with open(path, "rb") as f:         # only on the error path: judge the whole file's encoding
+            hint = _looks_like(f.read(), encoding)
+        raise CsvError(f"{path}: line {n}, column {col}: byte 0x{raw[start]:02X} is not {encoding.upper()}; "
+                       f"{hint}") from None
+    except LookupError:
+        raise CsvError(f"{path}: unknown encoding {encoding!r} (one of {', '.join(ENCODINGS)})") from None
+
+
+def _chunks(rows, size: int):
+    chunk = []
+    for r in rows:
+        chunk.append(r)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+_WORKER: list = []
+
+
+def _load_profile(source, rules) -> None:
+    """A check worker builds the profile once, not once per chunk."""
+    from .profile import build
+    _die_with_parent()
+    _WORKER[:] = [build(source), rules]
+
+
+def _die_with_parent() -> None:
+    """A check worker ends when the station that started it is killed (else it waits on its queue forever)."""
+    import ctypes
+    import signal
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)        # PR_SET_PDEATHSIG, Linux only
+    except (OSError, AttributeError):
+        pass
+
+
+def _parse_and_check(header, chunk, profile=None, rules=None):
+    profile, rules = (profile, rules) if profile is not None else _WORKER
+    out = []
+    for n, line in chunk:
+        row = parse_line(header, line)
+        out.append((n, row, check(row, profile, rules)))
+    return out
+
+
+def check_file(path: str, profile: Profile, encoding: str = "utf-8", workers: int | None = None, chunk: int = 2000,
+               rules: Rules | None = None):
+    """A cardholder file as chunks of (line, normalized row, problems) in file order: lines parsed and checked on
+    all cores, a bounded number of chunks in flight, so memory stays flat however long the file. Duplicates
+    are not looked for here."""
+    import os
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    workers = workers or os.cpu_count() or 1
+    rules = rules or Rules()
+    header, lines = iter_lines(path, encoding)
+    if workers == 1:
+        for part in _chunks(lines, chunk):
+            yield _parse_and_check(header, part, profile, rules)
+        return
+    with ProcessPoolExecutor(workers, initializer=_load_profile, initargs=(profile.source, rules)) as pool:
+        flight: deque = deque()
+        for part in _chunks(lines, chunk):
+            flight.append(pool.submit(_parse_and_check, header, part))
+            if len(flight) > 2 * workers:
+                yield flight.popleft().result()
+        while flight:
+            yield flight.popleft().result()
 
 
 def _unclosed_quote(line: str) -> int | None:
@@ -295,25 +414,6 @@ def _unclosed_quote(line: str) -> int | None:
             return None
         i = comma + 1
     return None
-
-
-def _decode(path: str, raw: bytes, encoding: str) -> str:
-    """The file's text; an undecodable byte is named by line and column, with the encoding it looks like."""
-    codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
-    try:
-        return raw.decode(codec)
-    except UnicodeDecodeError as e:
-        start = e.start
-        # Foreign bytes can pass for a character or two before the decoder stops: name the start of the run.
-        while start > 0 and raw[start - 1] >= 0x80:
-            start -= 1
-        head = raw[:start]
-        line = head.count(b"\n") + 1
-        col = len(head[head.rfind(b"\n") + 1:].decode(codec, errors="replace")) + 1
-        raise CsvError(f"{path}: line {line}, column {col}: byte 0x{raw[start]:02X} is not {encoding.upper()}; "
-                       f"{_looks_like(raw, encoding)}") from None
-    except LookupError:
-        raise CsvError(f"{path}: unknown encoding {encoding!r} (one of {', '.join(ENCODINGS)})") from None
 
 
 def _looks_like(raw: bytes, tried: str) -> str:
@@ -364,6 +464,47 @@ def check_all(rows: list[tuple[int, dict[str, str]]], profile: Profile, workers:
             else:
                 first[value] = line
     return problems
+
+
+def check_file_all(path: str, profile: Profile, encoding: str = "utf-8", workers: int | None = None,
+                   rules: Rules | None = None) -> tuple[int, dict[int, list[tuple[str, str]]]]:
+    """What check_all finds, for a file of any size: (records, line → problems). The file streams through the
+    checks; duplicates are looked up in a temporary on-disk table, so only the problems stay in memory."""
+    import sqlite3
+    import tempfile
+
+    problems: dict[int, list[tuple[str, str]]] = {}
+    records = 0
+    with tempfile.TemporaryDirectory(prefix="sscard-check-") as tmp:
+        seen = sqlite3.connect(f"{tmp}/seen.sqlite")
+        seen.execute("PRAGMA journal_mode=OFF")
+        seen.execute("PRAGMA synchronous=OFF")              # a scratch table: thrown away with the directory
+        seen.execute("CREATE TABLE seen (field TEXT, value TEXT, line INTEGER, PRIMARY KEY (field, value))")
+        for chunk in check_file(path, profile, encoding, workers, rules=rules):
+            records += len(chunk)
+            for line, row, found in chunk:
+                if found:
+                    problems[line] = found
+            for field in ("ssn", "card_number"):
+                values = [(line, row[field]) for line, row, _ in chunk if row.get(field) and not row.get(RECORD)]
+                earlier = dict(_seen_lines(seen, field, [v for _, v in values]))
+                new = []
+                for line, value in values:
+                    if value in earlier:
+                        problems.setdefault(line, []).append((field, f"duplicate of line {earlier[value]}"))
+                    else:
+                        earlier[value] = line
+                        new.append((field, value, line))
+                seen.executemany("INSERT INTO seen VALUES (?, ?, ?)", new)
+        seen.close()
+    return records, problems
+
+
+def _seen_lines(db, field: str, values: list[str]):
+    for i in range(0, len(values), 500):
+        part = values[i:i + 500]
+        yield from db.execute(f"SELECT value, line FROM seen WHERE field = ? AND value IN ({', '.join('?' * len(part))})",
+                              (field, *part))
 
 
 def write_rejects(path: str, problems: dict[int, list[tuple[str, str]]]) -> None:

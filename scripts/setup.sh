@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Installs everything sscard needs on a fresh Debian machine: PC/SC parts from Debian,
+# Installs everything sscard needs on a fresh Debian machine: PC/SC parts and PostgreSQL (for the
+# multi-station journal's tests) from Debian,
 # a virtualenv in .venv with sscard and its test tools. Safe to run again; quiet when done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(pcscd vsmartcard-vpcd pcsc-tools opensc swig libpcsclite-dev gcc python3-dev python3-venv
-              python3-virtualsmartcard softhsm2)
+              python3-virtualsmartcard softhsm2 postgresql)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -24,7 +25,7 @@ fi
 stamp=.venv/.sscard-installed
 if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
     echo "setup: installing sscard into .venv (log: .venv/install.log)"
-    if ! { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e ".[test,bench,hsm]"; } \
+    if ! { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e ".[test,bench,hsm,postgres]"; } \
             > .venv/install.log 2>&1; then
         tail -30 .venv/install.log
         echo "setup: pip install failed; the whole log is .venv/install.log" >&2

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from cli import main
 from personalize import batch, cardholders, crash
 from personalize.audit import verify
-from personalize.journal import Journal, JournalError
+from personalize.journal import JournalError, open_journal
 from personalize.keys import KeyFileError, SoftwareKeys, load_key_file, save_key_file
 from tests.ss import key_file, keys, prof
 
@@ -48,7 +48,7 @@ def _run_args(folder, csv_path, keyfile):
 
 
 def _problems(folder, provider=None):
-    j = Journal(str(folder / "journal.sqlite"), create=False)
+    j = open_journal(str(folder / "journal.sqlite"), create=False)
     try:
         return verify(folder / "audit.jsonl", (provider or keys()).audit_mac, j)[1]
     finally:
@@ -88,7 +88,7 @@ def test_a_trailing_space_does_not_make_a_second_card_across_batches(tmp_path):
 
 
 def test_the_journal_schema_itself_refuses_a_second_card_number_or_ssn(tmp_path):
-    j = Journal(str(tmp_path / "j.sqlite"))
+    j = open_journal(str(tmp_path / "j.sqlite"))
     j.open_batch("b1", "p", "d", "s", "d", [(2, "A02796279", "330302199003071215", "pending", None)])
     for other in [(2, "A02796279", "110105194912310021", "pending", None),           # same card number
                   (2, "B08101113", "330302199003071215", "done", None)]:             # same SSN
@@ -155,9 +155,9 @@ def _done(folder) -> int:
 
 
 def test_a_card_is_claimed_once(tmp_path):
-    j = Journal(str(tmp_path / "j.sqlite"))
+    j = open_journal(str(tmp_path / "j.sqlite"))
     j.open_batch("b", "p", "d", "s", "d", [(2, "A02796279", "330302199003071215", "pending", None)])
-    assert j.claim("b", 2) is True and j.claim("b", 2) is False
+    assert j.claim("b", lease=30).row == 2 and j.claim("b", lease=30) is None
     j.close()
 
 

@@ -174,8 +174,8 @@ def test_a_batch_of_200_blank_cards_through_two_readers(tmp_path):
             assert r.items["card_id"].endswith(card.atr[-8:].hex().upper())
     assert numbers == {h["card_number"] for h in holders}
     from personalize.audit import verify
-    from personalize.journal import Journal
-    assert verify(opts.audit, keys().audit_mac, Journal(opts.journal, create=False))[1] == []
+    from personalize.journal import open_journal
+    assert verify(opts.audit, keys().audit_mac, open_journal(opts.journal, create=False))[1] == []
     per_reader = {}
     for line in Path(opts.audit).read_text().splitlines():
         event = json.loads(line)

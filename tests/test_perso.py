@@ -17,7 +17,7 @@ from cardos import image
 from cli import main
 from personalize import batch, cardholders, compile, virtual
 from personalize.audit import verify
-from personalize.journal import Journal
+from personalize.journal import open_journal
 from personalize.keys import KeyRef
 from personalize.profile import ProfileError, build, load
 from personalize.script import render, run
@@ -36,7 +36,7 @@ def keyfile(tmp_path):
 
 def checked(audit, journal, provider=None):
     """`verify` of an audit log against its journal under the test keys: (lines, problems)."""
-    j = Journal(str(journal), create=False)
+    j = open_journal(str(journal), create=False)
     try:
         return verify(audit, (provider or keys()).audit_mac, j)
     finally:
@@ -122,6 +122,19 @@ def test_missing_fields_long_names_and_duplicates():
     rows = [(2, h), (3, dict(h)), (4, dict(h, card_number="X00000019", ssn="11010519491231002X", birth_date="19491231", sex="2"))]
     problems = cardholders.check_all(rows, prof(), workers=1)
     assert problems[3] == [("ssn", "duplicate of line 2"), ("card_number", "duplicate of line 2")] and 4 not in problems
+
+
+def test_the_streaming_check_of_a_file_finds_what_check_all_finds(tmp_path):
+    holders = cardholders.generate(5000, seed=12)
+    holders[10] = dict(holders[10], sex="7")
+    holders[4000] = dict(holders[3], name=holders[4000]["name"])                 # duplicate SSN and card number
+    holders[4500] = dict(holders[4500], card_number=holders[20]["card_number"])  # duplicate card number only
+    path = str(tmp_path / "h.csv")
+    cardholders.write_csv(path, holders)
+    expected = cardholders.check_all(cardholders.read_csv(path), prof(), workers=1)
+    assert len(expected) == 3
+    for workers in (1, 2):
+        assert cardholders.check_file_all(path, prof(), workers=workers) == (5000, expected)
 
 
 def test_check_all_uses_worker_processes_and_agrees():
