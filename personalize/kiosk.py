@@ -128,3 +128,14 @@ def _read_back(send, profile: Profile, sm: SecurityModule, factors: Factors, cha
         out.append(f"{where} read back")
     return out
 
+
+
+def parse_sets(texts) -> dict[str, str]:
+    """FIELD=VALUE texts as the writes they ask for, checked against the profile by plan()."""
+    values = {}
+    for text in texts:
+        name, sep, value = text.partition("=")
+        if not sep or not name:
+            raise KioskError(f"--set {text!r}: FIELD=VALUE is needed")
+        values[name.strip()] = value.strip()
+    return values

@@ -34,6 +34,11 @@ FORMATS = ("b", "cn", "an", "gbk", "n", "tlv")
 BUILTIN = ("default", "sm4-3.00", "ss-1.00")
 
 
+def is_pin(text: str) -> bool:
+    """A PIN as the card takes it: 4 to 12 digits."""
+    return text.isdigit() and 4 <= len(text) <= 12
+
+
 class ProfileError(ValueError):
     """A profile that cannot describe a card; the message gives the place (e.g. tree.dfs[0].files[2])."""
 
@@ -368,7 +373,7 @@ def _key(k: dict, where: str, alg: Algorithm, access) -> KeyDecl:
     change = access(k.get("change", "never"), f"{where}.change")
     if t == KEY_PIN:
         pin = str(k.get("initial", ""))
-        if not pin.isdigit() or not 4 <= len(pin) <= 12:
+        if not is_pin(pin):
             raise ProfileError(f"{where}.initial: a PIN is 4..12 digits")
         return KeyDecl(t, kid, None, use, 0xEF, state, tries, pin, where=where)
     master = k.get("master")

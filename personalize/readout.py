@@ -140,3 +140,17 @@ def _decode_record(it: Item, data: bytes, out: Readout, role: str) -> None:
         out.items[it.field] = decode(it.fmt, value)
     elif it.tag == 0x03 and it.fmt == "an":
         out.items["spec_version"] = decode("an", value)
+
+
+def lines(r: Readout, profile: Profile) -> list[str]:
+    """The readout as a person reads it: each item under its name in the profile."""
+    labels = {it.field: it.name for _, df in profile.walk() for f in df.files for it in _flat(f.items) if it.field}
+    labels["spec_version"] = "specification version"
+    out = [f"ATR {r.atr}   generation {r.generation}" + ("   (authenticated)" if r.authenticated else "")]
+    if r.full_name:
+        out.append(f"{'full name':32} {r.full_name}")
+    out += [f"{labels.get(k, k):32} {v}" for k, v in r.items.items() if k not in ("name", "name_extension")]
+    out += [f"{role + ' life state':32} {state}" for role, state in r.life.items()]
+    if r.refused:
+        out.append(f"refused: {'; '.join(r.refused)}")
+    return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import replace
 
 from cardos.card import Card, CosConfig
@@ -79,3 +80,51 @@ def make(profile: Profile, holder: dict[str, str], keys, serial: bytes | None = 
     return card
 
 
+
+
+def parse_serial(text: str) -> bytes:
+    """A chip serial given in hex: the 8 bytes that end the ATR."""
+    try:
+        chip = bytes.fromhex(text)
+    except ValueError:
+        chip = b""
+    if len(chip) != 8:
+        raise ValueError(f"--serial {text!r}: 8 bytes of hex are needed")
+    return chip
+
+
+def with_faults(card: Card, faults) -> Card:
+    """The same card with deliberate defects (QA); ValueError names a fault the card OS does not know."""
+    return Card(card.store, replace(card.config, faults=frozenset(faults)))
+
+
+def issued(profile: Profile, holder: dict[str, str], keys, serial: bytes, activate: bool = False) -> Card:
+    """A personalized virtual card, activated as the bank counter does when asked."""
+    from . import lifecycle
+    card = make(profile, holder, keys, serial)
+    if activate:
+        lifecycle.perform(InProcess(card), lifecycle.life_script("activate", profile, factor(card.atr)), keys)
+    return card
+
+
+def new_masters(profile: Profile, demo: bool) -> tuple[dict, object]:
+    """The master keys and EMV RSA keys of a new key file: the published demo ones, or random ones
+    (the factory key is always the vendor's, which the blank chip is shipped with)."""
+    from . import emv_keys
+    from .keys import KeyRef
+    if demo:
+        provider = demo_issuer_keys(profile)
+        return ({n: (provider.algorithm(KeyRef(n)), provider.value_for_plain_load(KeyRef(n)), 1)
+                 for n in provider.names()}, provider.rsa_keys())
+    return ({n: (profile.algorithm, FACTORY_KEY_VALUE if n == FACTORY_KEY else os.urandom(16), 1)
+             for n in master_names(profile)}, emv_keys.generate())
+
+
+def phase_script(phase: str, profile: Profile, holder: dict[str, str], atr: bytes | None = None) -> list:
+    """The script of a phase: initialization, or one cardholder's personalization for a card's ATR
+    (by default the ATR of the virtual card made for that cardholder)."""
+    if phase == "init":
+        return init_script(profile)
+    atr = atr or config_for(profile, chip_serial(holder.get("card_number", ""))).atr
+    values = cardholders.values(holder, profile, card_factor(atr))
+    return perso_script(profile, values, card_factor(atr))
