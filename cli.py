@@ -210,7 +210,7 @@ def keys_import_hsm(path: str, token: str) -> None:
     The transport key is the one exception: initialization loads it into each fresh DF in clear
     (plain 80 D4), so it is imported extractable; every other master key never leaves the token.
     """
-    from personalize.compile import TRANSPORT_KEY
+    from personalize.compiler import TRANSPORT_KEY
     names = choose.import_key_file(issuer_keys(path), token, {TRANSPORT_KEY}, ask, pkcs11_module())
     click.echo(f"token {token}: {len(names)} master keys imported "
                f"({TRANSPORT_KEY} extractable for plain loading, the rest non-extractable)")

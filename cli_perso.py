@@ -25,7 +25,7 @@ def perso() -> None:
 @json_option
 def perso_init(image_path, reader, profile, keys_path, no_erase, as_json):
     """Initialization: lay the profile's files, key files and transport keys on a blank card."""
-    from personalize.compile import init_script
+    from personalize.compiler import init_script
     from personalize.script import ScriptError, run
     prof = load_profile(profile)
     provider = issuer_keys(keys_path, profile=prof)

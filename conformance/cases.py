@@ -10,7 +10,7 @@ from cardos.apdu import build
 from cardos.files import KEY_INTERNAL, KEY_MAINTENANCE, KEY_PIN_RELOAD, KEY_PIN_UNBLOCK
 from cardos.tlv import find, parse
 from personalize import lifecycle
-from personalize.compile import card_key
+from personalize.compiler import card_key
 from terminal.flows import check_card
 from personalize.profile import Item
 from terminal.security import SecurityModuleError

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from cardos import redact
 from cardos.apdu import split_response
-from personalize.compile import DataError, card_key
+from personalize.compiler import DataError, card_key
 from personalize.profile import DFDecl, Profile
 from reader_bridge.transport import complete
 from terminal import apdus, flows

@@ -25,7 +25,7 @@ from terminal.factors import card_factor
 
 from . import cardholders, crash, virtual
 from .audit import AuditError, AuditLog
-from .compile import init_script, perso_script
+from .compiler import init_script, perso_script
 from .journal import (DONE, PENDING, QUARANTINED, REJECTED, STARTED, CardRow, Conflict, Journal, JournalError,
                       LeaseLost, is_database_url, open_journal)
 from .keys import KeyProvider

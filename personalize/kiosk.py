@@ -18,7 +18,7 @@ from terminal.security import SecurityModule
 from terminal.status import sw_name
 
 from . import cardholders
-from .compile import DataError, card_key, encode_item, writer_key_id
+from .compiler import DataError, card_key, encode_item, writer_key_id
 from .profile import FileDecl, Item, Profile
 from .readout import authenticate_reader, card_version
 

@@ -14,7 +14,7 @@ from terminal.factors import Factors
 from terminal.security import SecurityModule, SecurityModuleError
 from terminal.status import SELECTED, sw_name
 
-from .compile import card_key
+from .compiler import card_key
 from .profile import Item, Profile
 
 READ_KEY = 0x0A
@@ -125,7 +125,7 @@ def _flat(items):
 
 
 def _decode_record(it: Item, data: bytes, out: Readout, role: str) -> None:
-    from .compile import as_stored
+    from .compiler import as_stored
     value = as_stored(data)[2:]
     if it.tag == LIFE_TAG and it.fmt == "an":
         out.life[role] = STATES.get(decode("an", value), decode("an", value))

@@ -19,7 +19,7 @@ from terminal import apdus, flows
 from terminal.security import SecurityModule
 from terminal.status import sw_name
 
-from .compile import DataError, admits, card_key, pin_bytes, writer_key_id
+from .compiler import DataError, admits, card_key, pin_bytes, writer_key_id
 from .profile import Profile
 
 MEDICAL_AID = bytes.fromhex("D15600000503")

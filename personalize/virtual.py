@@ -11,7 +11,7 @@ from reader_bridge.transport import InProcess
 from terminal.factors import card_factor
 
 from . import cardholders
-from .compile import FACTORY_KEY, TRANSPORT_KEY, init_script, perso_script
+from .compiler import FACTORY_KEY, TRANSPORT_KEY, init_script, perso_script
 from .demo import FACTORY_KEY_VALUE
 from .demo import blank_script
 from .keys import SoftwareKeys

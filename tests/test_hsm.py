@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from cardos import image
 from personalize import cardholders
-from personalize.compile import TRANSPORT_KEY
+from personalize.compiler import TRANSPORT_KEY
 from personalize.keys import KeyRef
 from terminal.uri import Pkcs11Error, parse_uri
 from tests.ss import key_file, keys

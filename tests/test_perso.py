@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from cardos import image
 from cli import main
-from personalize import batch, cardholders, compile, virtual
+from personalize import batch, cardholders, compiler, virtual
 from personalize.audit import verify
 from personalize.journal import open_journal
 from personalize.keys import KeyRef
@@ -55,14 +55,14 @@ def test_init_and_perso_scripts_make_the_same_card_as_image_new(tmp_path, keyfil
     assert cli("image", "new", str(made), "--keys", keyfile).exit_code == 0
     reference = image.load(made)
     printed = cli("perso", "script", "init").output.splitlines()
-    script = compile.init_script(prof())
+    script = compiler.init_script(prof())
     assert printed[1:] == render(script)                     # what is printed is what is run
     holder = cardholders.sample()
     card = virtual.blank(prof(), virtual.chip_serial(holder["card_number"]))
     run(InProcess(card).transmit, script, keys())
     card.power_on()
     values = cardholders.values(holder, prof(), card_factor(card.atr))
-    perso = compile.perso_script(prof(), values, card_factor(card.atr))
+    perso = compiler.perso_script(prof(), values, card_factor(card.atr))
     assert len(cli("perso", "script", "perso").output.splitlines()) == len(render(perso)) + 1
     run(InProcess(card).transmit, perso, keys())
     card.power_on()
