@@ -163,7 +163,7 @@ def perso_script_cmd(phase, profile, csv_path, line, atr, keys_path, reveal, out
     with failing(cardholders.HolderError, f"line {line}: "):
         script = virtual.phase_script(phase, prof, holder, bytes.fromhex(atr) if atr else None)
     text = "\n".join([f"# sscard {phase} script for {prof.name} (profile digest {prof.digest})"] +
-                     render(script, provider, reveal)) + "\n"
+                     render(script, provider, reveal, lambda ref: virtual.key_algorithm(prof, ref.name))) + "\n"
     if not output:
         return click.echo(text, nl=False)
     Path(output).write_text(text, encoding="utf-8")

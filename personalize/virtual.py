@@ -49,12 +49,17 @@ def master_names(profile: Profile) -> list[str]:
     return sorted(names | {FACTORY_KEY, TRANSPORT_KEY})
 
 
+def key_algorithm(profile: Profile, name: str):
+    """The algorithm of a master key: the COS's for the vendor's factory key, the profile's for the issuer's."""
+    return profile.config.key_algorithm if name == FACTORY_KEY else profile.algorithm
+
+
 def demo_issuer_keys(profile: Profile) -> SoftwareKeys:
     """Published demo master keys for every name the profile uses: for tests and demos, never for real cards."""
     masters = {}
     for name in master_names(profile):
         value = FACTORY_KEY_VALUE if name == FACTORY_KEY else hashlib.sha256(f"sscard demo key:{name}".encode()).digest()[:16]
-        masters[name] = (profile.algorithm if name != FACTORY_KEY else profile.config.key_algorithm, value, 1)
+        masters[name] = (key_algorithm(profile, name), value, 1)
     from .emv_keys import DEMO
     return SoftwareKeys(masters, DEMO)
 

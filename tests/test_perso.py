@@ -340,3 +340,16 @@ def test_profile_errors_name_the_place(tmp_path):
     p.write_text("extends: default\nname: x\noverride:\n  DDF1/EF99: {read: always}\n")
     with pytest.raises(ProfileError, match="no DF or file EF99"):
         load(str(p))
+
+
+@pytest.mark.parametrize("name", ["default", "sm4-3.00"])
+def test_a_printed_external_authenticate_has_the_lc_the_run_sends(name):
+    # An SM4 cryptogram is 16 bytes: the script must not say Lc 08 for it.
+    from tests.ss import prof as profile_named
+    p = profile_named(name)
+    card = virtual.blank(p, virtual.chip_serial("lc"))
+    log = run(InProcess(card).transmit, compiler.init_script(p), virtual.demo_issuer_keys(p))
+    sent = [ex.apdu[:5].hex().upper() for ex in log if ex.apdu[1] == 0x82]
+    printed = [line[:10] for line in cli("perso", "script", "init", "--profile", name).output.splitlines()
+               if line.startswith("008200")]
+    assert sent and printed == sent
