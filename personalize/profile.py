@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from applets.encoding import FORMATS as ENCODINGS
 from cardos.access import AccessError, compile_access
 from cardos.card import CosConfig
 from cardos.crypto import Algorithm
@@ -30,7 +31,7 @@ from terminal.psam import BFDE, DES_INIT, PSAM_AID, PsamKeySlot
 KEY_TYPES = {"external": KEY_EXTERNAL, "maintenance": KEY_MAINTENANCE, "pin_unblock": KEY_PIN_UNBLOCK,
              "pin_reload": KEY_PIN_RELOAD, "internal": KEY_INTERNAL, "pin": KEY_PIN,
              "des_enc": KEY_DES_ENC, "des_mac": KEY_DES_MAC}
-FORMATS = ("b", "cn", "an", "gbk", "n", "tlv")
+FORMATS = ENCODINGS + ("tlv",)  # the card's encodings, and TLV for items that hold data objects
 BUILTIN = ("default", "sm4-3.00", "ss-1.00")
 
 
