@@ -17,8 +17,8 @@ LIFE_SFI = 0x1C
 LIFE_TAG = 0xC1
 DATE_TAG = 0xC2
 REASON_TAG = 0xC3
-STATES = {"0": "issued", "1": "active", "2": "loss reported", "3": "replaced", "4": "cancelled"}
 ISSUED, ACTIVE, LOST, REPLACED, CANCELLED = "0", "1", "2", "3", "4"
+STATES = {ISSUED: "issued", ACTIVE: "active", LOST: "loss reported", REPLACED: "replaced", CANCELLED: "cancelled"}
 
 
 def life_state(card, df=None) -> str | None:

@@ -32,7 +32,7 @@ def _token(tmp: str) -> str:
 
 
 def main() -> None:
-    from personalize import cardholders, compile, virtual
+    from personalize import cardholders, compiler, virtual
     from personalize.keys import KeyRef
     from personalize.script import run
     from personalize.verify import verify_card
@@ -46,7 +46,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         uri = _token(tmp)
         import_keys(uri, {n: (soft.algorithm(KeyRef(n)), soft.value_for_plain_load(KeyRef(n)), 1)
-                          for n in soft.names()}, {compile.TRANSPORT_KEY}, pin=PIN)
+                          for n in soft.names()}, {compiler.TRANSPORT_KEY}, pin=PIN)
         hsm = Pkcs11Keys.open(uri, pin=PIN)
         counter = [0]
 
@@ -55,10 +55,10 @@ def main() -> None:
                 counter[0] += 1
                 h = holders[counter[0] % len(holders)]
                 card = virtual.blank(p, virtual.chip_serial(f"hsm-bench:{counter[0]}"))
-                run(InProcess(card).transmit, compile.init_script(p), provider)
+                run(InProcess(card).transmit, compiler.init_script(p), provider)
                 card.power_on()
                 values = cardholders.values(h, p, card_factor(card.atr))
-                run(InProcess(card).transmit, compile.perso_script(p, values, card_factor(card.atr)), provider)
+                run(InProcess(card).transmit, compiler.perso_script(p, values, card_factor(card.atr)), provider)
                 card.power_on()
                 verify_card(InProcess(card), p, values, provider)
                 return 1

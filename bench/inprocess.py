@@ -84,7 +84,7 @@ def main() -> None:
 
     # The full mix, our card only: the same plus GET CHALLENGE + EXTERNAL AUTHENTICATE and a MACed update.
     from cardos.crypto import mac4
-    from personalize.compile import card_key
+    from personalize.compiler import card_key
     _, df = prof().role("ssse")
     lk = next(k for k in df.keys if k.type == 0x36)
     lk_value = keys().value_for_plain_load(card_key(lk, factor(ours)))

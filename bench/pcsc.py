@@ -44,7 +44,7 @@ def _wait_card(reader: str, atr: bytes | None = None, timeout: float = 20) -> by
 
 def main() -> None:
     from cardos import image
-    from personalize import cardholders, compile, lifecycle, virtual
+    from personalize import cardholders, compiler, lifecycle, virtual
     from personalize.script import run
     from personalize.verify import verify_card
     from terminal.factors import card_factor
@@ -101,7 +101,7 @@ def main() -> None:
             c0 = time.perf_counter()
             t = PcscTransport("Virtual PCD 00 00")
             values = cardholders.values(h, prof(), card_factor(atr))
-            run(t.transmit, compile.perso_script(prof(), values, card_factor(atr)), keys())
+            run(t.transmit, compiler.perso_script(prof(), values, card_factor(atr)), keys())
             t.reset()
             verify_card(t, prof(), values, keys())
             per_card.append(time.perf_counter() - c0)

@@ -16,7 +16,7 @@ from results import Results
 
 
 def main() -> None:
-    from personalize import batch, cardholders, compile, virtual
+    from personalize import batch, cardholders, compiler, virtual
     from personalize.script import run
     from personalize.verify import verify_card
     from reader_bridge.transport import InProcess
@@ -29,11 +29,11 @@ def main() -> None:
     for i, h in enumerate(holders):
         t0 = time.perf_counter()
         card = virtual.blank(p, virtual.chip_serial(f"perso-bench:{i}"))
-        run(InProcess(card).transmit, compile.init_script(p), k)
+        run(InProcess(card).transmit, compiler.init_script(p), k)
         card.power_on()
         t1 = time.perf_counter()
         values = cardholders.values(h, p, card_factor(card.atr))
-        run(InProcess(card).transmit, compile.perso_script(p, values, card_factor(card.atr)), k)
+        run(InProcess(card).transmit, compiler.perso_script(p, values, card_factor(card.atr)), k)
         card.power_on()
         t2 = time.perf_counter()
         verify_card(InProcess(card), p, values, k)

@@ -291,7 +291,7 @@ def _parse_create(fid: int, data: bytes) -> FileSpec:
 
 # ---- keys -------------------------------------------------------------------------------
 
-KEY_DES_ENC, KEY_DES_DEC, KEY_DES_MAC, KEY_INTERNAL = 0x30, 0x31, 0x32, 0x34
+KEY_DES_ENC, KEY_DES_MAC, KEY_INTERNAL = 0x30, 0x32, 0x34  # FMCOS's DES decryption key (31) is never used
 KEY_MAINTENANCE, KEY_PIN_UNBLOCK, KEY_PIN_RELOAD = 0x36, 0x37, 0x38
 KEY_EXTERNAL, KEY_PIN = 0x39, 0x3A
 KEY_UPDATE_MAC, KEY_UPDATE_ENC = 0x40, 0x80

@@ -416,3 +416,16 @@ def _no_duplicates(pairs: list) -> dict:
             raise _DuplicateField(repr(k))
         out[k] = v
     return out
+
+
+def unsealed(path: str | os.PathLike) -> Card | None:
+    """A hand-edited image checked as loading checks it: its card when it carries no digest matching its
+    contents, None when it does; ImageError when the contents fail a check."""
+    doc = read_document(path)
+    try:
+        card = from_document(doc, str(path))
+        if doc.get("schema") == SCHEMA:
+            return None
+    except DamagedImage:
+        card = from_document(doc, str(path), verify=False)
+    return card

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from cardos import redact
 from cardos.apdu import split_response
-from personalize.compile import DataError, card_key
+from personalize.compiler import DataError, card_key
 from personalize.profile import DFDecl, Profile
 from reader_bridge.transport import complete
 from terminal import apdus, flows
@@ -28,7 +28,9 @@ class CaseSkipped(Exception):
 
 
 @dataclass
-class Exchange:
+class ReportedExchange:
+    """One exchange as a report shows it: command and answer redacted, with the status word and the step."""
+
     command: str
     response: str
     sw: int
@@ -47,7 +49,7 @@ class Context:
     keys: SecurityModule | None = None
     destructive: bool = False
     pin: str = ""
-    log: list[Exchange] = field(default_factory=list)
+    log: list[ReportedExchange] = field(default_factory=list)
     factors: Factors | None = None
     _redactors: dict[int, redact.Redactor] = field(default_factory=dict, repr=False)
 
@@ -77,7 +79,7 @@ class Context:
         _, sw = split_response(resp)
         # One redactor per conversation: the card's and the PSAM's pending answers are their own.
         shown = self._redactors.setdefault(id(target), redact.Redactor()).response(raw, resp)[:-4]
-        self.log.append(Exchange(redact.command(raw), shown, sw, ("PSAM: " if to else "") + note))
+        self.log.append(ReportedExchange(redact.command(raw), shown, sw, ("PSAM: " if to else "") + note))
         return resp
 
     def need_psam(self):

@@ -131,3 +131,20 @@ def as_html(outcomes: list[Outcome], card: dict) -> str:
             f"<p>{s[PASS]} passed, {s[FAIL] + s[ERROR]} failed, {s[SKIP]} skipped</p>"
             "<table><tr><th>case</th><th>result</th><th>clause</th><th>title</th><th>detail</th></tr>"
             + "".join(rows) + "</table>")
+
+
+def report(transport, profile, keys, keys_kind, destructive: bool, only, target: str,
+           junit_path: str | None = None, html_path: str | None = None, as_json_text: bool = False
+           ) -> tuple[str, bool]:
+    """Run the suite on a card and write its reports: the text to print, and whether a case failed."""
+    from pathlib import Path
+    outcomes = run(transport, profile, keys, destructive, only=only)
+    card = {"target": target, "atr": transport.atr().hex().upper(), "profile": profile.name,
+            "profile_digest": profile.digest, "keys": keys_kind, "destructive": destructive,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if junit_path:
+        Path(junit_path).write_bytes(junit(outcomes, f"{profile.name} {card['atr']}"))
+    if html_path:
+        Path(html_path).write_text(as_html(outcomes, card), encoding="utf-8")
+    s = summary(outcomes)
+    return (as_json(outcomes, card) if as_json_text else table(outcomes)), bool(s["fail"] or s["error"])

@@ -256,3 +256,13 @@ def unchecked_logs(paths, journal: Journal) -> list[str]:
     return [f"{where}: the journal holds lines of this log (batch {', '.join(sorted(b))}) but it was not given"
             for log, where in sorted(journal.logs().items())
             if where not in given and (b := {m.batch for m in journal.marks(log)} & batches)]
+
+
+def verify_logs(paths, mac, journal) -> tuple[list[str], int]:
+    """Every station's audit log checked, and the logs against the journal: the problems, and the lines read."""
+    problems, total = [], 0
+    for path in paths:
+        n, found = verify(path, mac, journal)
+        total += n
+        problems += [f"{path}: {p}" if len(paths) > 1 else p for p in found]
+    return problems + unchecked_logs(paths, journal), total

@@ -25,7 +25,7 @@ from terminal.factors import card_factor
 
 from . import cardholders, crash, virtual
 from .audit import AuditError, AuditLog
-from .compile import init_script, perso_script
+from .compiler import init_script, perso_script
 from .journal import (DONE, PENDING, QUARANTINED, REJECTED, STARTED, CardRow, Conflict, Journal, JournalError,
                       LeaseLost, is_database_url, open_journal)
 from .keys import KeyProvider
@@ -67,6 +67,59 @@ class Options:
 def default_station() -> str:
     """A station is a PC: its host name, unless told otherwise."""
     return socket.gethostname() or "station"
+
+
+def one_target(out_dir: str | None, readers) -> None:
+    """A batch goes to card images in a folder or through PC/SC readers, never both."""
+    if bool(out_dir) == bool(readers):
+        raise BatchError("give --out-dir DIR (card images) or --reader NAME (PC/SC), not both")
+
+
+def station_files(out_dir: str | None, journal: str | None, audit: str | None, station: str | None
+                  ) -> tuple[str, str, str]:
+    """This station's journal, audit log and id: the journal in the output folder (or here) by default,
+    the audit log beside a SQLite journal or, with a shared database, one per station."""
+    from .journal import is_database_url
+    base = Path(out_dir) if out_dir else Path(".")
+    if out_dir:
+        base.mkdir(parents=True, exist_ok=True)
+    journal = journal or str(base / "perso-journal.sqlite")
+    station = station or default_station()
+    if not audit:
+        audit = (str(base / f"perso-audit-{station}.jsonl") if is_database_url(journal)
+                 else str(Path(journal).with_name("perso-audit.jsonl")))
+    return journal, audit, station
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min" if seconds >= 3600 else f"{seconds // 60} min {seconds % 60:02d} s"
+
+
+def status_lines(r: dict) -> list[str]:
+    """A batch's status as a person reads it: the batch, then one line per station."""
+    left = "finished" if r["finished"] else (
+        f"about {_duration(r['seconds_left'])} left" if r["seconds_left"] is not None else "time left unknown")
+    rate = f"{r['rate']:.1f} cards/s" if r["rate"] else "no rate yet"
+    out = [f"batch {r['batch']} ({r['profile']}, {r['source']}): {r['done']} done, {r['in_progress']} in "
+           f"progress, {r['pending']} pending, {r['rejected']} rejected, {r['quarantined']} quarantined; "
+           f"{rate}, {left}"]
+    for s in r["stations"]:
+        age = f" (oldest claim {s['oldest_claim_age']:.0f} s)" if s["oldest_claim_age"] is not None else ""
+        srate = f"{s['rate']:.1f} cards/s" if s["rate"] else "-"
+        out.append(f"  {s['station']}: {s['done']} done, {s['in_progress']} in progress{age}, "
+                   f"{s['quarantined']} quarantined, {srate}")
+    return out
+
+
+def summary_lines(result: "Result") -> list[str]:
+    """A finished run as a person reads it: the counts, the reject file, each card quarantined."""
+    out = [f"batch {result.batch}: {result.done} done, {result.rejected} rejected, "
+           f"{result.quarantined} quarantined, {result.pending} pending "
+           f"({result.made_now} made now in {result.seconds:.1f} s)"]
+    if result.rejects_file:
+        out.append(f"rejects: {result.rejects_file}")
+    return out + [f"quarantined line {q['line']} {q['card_number']}: {q['reason']}" for q in result.quarantine]
 
 
 @dataclass
@@ -183,8 +236,7 @@ def _judge(nb, bid: str, chunk) -> list[tuple]:
 
 def run_batch(opts: Options, progress: Progress | None = None) -> Result:
     """This station's share of a batch: every valid cardholder of the file not yet done; return the counts."""
-    if bool(opts.out_dir) == bool(opts.readers):
-        raise BatchError("give either an output folder for card images or PC/SC readers")
+    one_target(opts.out_dir, opts.readers)
     t0 = time.monotonic()
     station = opts.station or default_station()
     src = _digest(opts.cardholder_file)

@@ -15,6 +15,7 @@ from cardos.files import (KEY_EXTERNAL, KEY_INTERNAL, KEY_MAINTENANCE, KEY_PIN, 
 from cardos.tlv import simple_record
 
 from . import fmcos
+from .compiler import FACTORY_KEY
 from .fmcos import Step
 from .keys import KeyRef, SoftwareKeys
 from .script import Authenticate, ScriptItem, run
@@ -54,7 +55,7 @@ def blank_script() -> list[ScriptItem]:
         Step(fmcos.create_file(KeyFile(0x0000, size=0x80, df_short_id=0x01, add_right=MF_MASTER_STATE)),
              "create MF key file"),
         Step(fmcos.write_key(_key(KEY_EXTERNAL, 0x00, FACTORY_KEY_VALUE, 0xF0, MF_MASTER_STATE,
-                                  MF_MASTER_STATE, tries=0xA)), "load transport key 00", secret=True),
+                                  MF_MASTER_STATE, tries=0xA)), "load the factory key 00", secret=True),
     ]
 
 
@@ -67,7 +68,7 @@ def demo_init_script() -> list[ScriptItem]:
     binary = TransparentEF(DEMO_BINARY, read_right=0xF1, write_right=0xF2, size=32)
     records = VariableRecordEF(DEMO_RECORDS, read_right=0x00, write_right=0xF2, size=0x60)
     return [
-        Authenticate(0x00, KeyRef("FACTORY"), "authenticate with the factory key"),
+        Authenticate(0x00, KeyRef(FACTORY_KEY), "authenticate with the factory key"),
         Step(fmcos.erase_df(), "erase the card"),
         Step(fmcos.create_file(KeyFile(0x0000, size=0x100, add_right=MF_MASTER_STATE)), "create MF key file"),
         Step(fmcos.write_key(_key(KEY_EXTERNAL, 0x00, k["mf_master"], 0xF0, MF_MASTER_STATE, MF_MASTER_STATE)),
@@ -97,9 +98,9 @@ def demo_init_script() -> list[ScriptItem]:
 
 
 def demo_keys() -> SoftwareKeys:
-    """A key provider over the demo keys (undiversified), named as in DEMO_KEYS plus "transport"."""
+    """A key provider over the demo keys (undiversified), named as in DEMO_KEYS plus the factory key."""
     keys = {name: (Algorithm.TDES, value, 1) for name, value in DEMO_KEYS.items()}
-    keys["FACTORY"] = (Algorithm.TDES, FACTORY_KEY_VALUE, 1)
+    keys[FACTORY_KEY] = (Algorithm.TDES, FACTORY_KEY_VALUE, 1)
     return SoftwareKeys(keys)
 
 

@@ -238,3 +238,17 @@ def ca_public_key(path: str | os.PathLike) -> tuple[bytes, int, int, int] | None
     if not ca:
         return None
     return bytes.fromhex(ca["rid"]), int(ca["index"], 16), int(ca["modulus"], 16), int(ca["exponent"], 16)
+
+
+def trusted_ca_keys(paths) -> dict[tuple[bytes, int], tuple[int, int]]:
+    """The CA public keys key files publish, by (RID, index), as a terminal trusts them for SDA."""
+    out = {}
+    for path in paths:
+        try:
+            published = ca_public_key(path)
+        except (OSError, ValueError, KeyError):
+            raise KeyFileError(f"{path}: no readable CA public key in it") from None
+        if published:
+            rid, index, n, e = published
+            out[(rid, index)] = (n, e)
+    return out

@@ -18,7 +18,7 @@ from terminal.security import SecurityModule
 from terminal.status import sw_name
 
 from . import cardholders
-from .compile import DataError, card_key, encode_item, writer_key_id
+from .compiler import DataError, card_key, encode_item, writer_key_id
 from .profile import FileDecl, Item, Profile
 from .readout import authenticate_reader, card_version
 
@@ -128,3 +128,14 @@ def _read_back(send, profile: Profile, sm: SecurityModule, factors: Factors, cha
         out.append(f"{where} read back")
     return out
 
+
+
+def parse_sets(texts) -> dict[str, str]:
+    """FIELD=VALUE texts as the writes they ask for, checked against the profile by plan()."""
+    values = {}
+    for text in texts:
+        name, sep, value = text.partition("=")
+        if not sep or not name:
+            raise KioskError(f"--set {text!r}: FIELD=VALUE is needed")
+        values[name.strip()] = value.strip()
+    return values

@@ -16,7 +16,7 @@ from cardos.apdu import build
 from cardos.files import KEY_MAINTENANCE, KEY_PIN_RELOAD, KEY_PIN_UNBLOCK
 from cardos.tlv import simple_record
 
-from .compile import DataError, card_key, pin_bytes
+from .compiler import DataError, card_key, pin_bytes
 from terminal.apdus import select_path
 from terminal.factors import Factors
 from terminal.security import SecurityModule

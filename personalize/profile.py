@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from applets.encoding import FORMATS as ENCODINGS
 from cardos.access import AccessError, compile_access
 from cardos.card import CosConfig
 from cardos.crypto import Algorithm
@@ -30,8 +31,13 @@ from terminal.psam import BFDE, DES_INIT, PSAM_AID, PsamKeySlot
 KEY_TYPES = {"external": KEY_EXTERNAL, "maintenance": KEY_MAINTENANCE, "pin_unblock": KEY_PIN_UNBLOCK,
              "pin_reload": KEY_PIN_RELOAD, "internal": KEY_INTERNAL, "pin": KEY_PIN,
              "des_enc": KEY_DES_ENC, "des_mac": KEY_DES_MAC}
-FORMATS = ("b", "cn", "an", "gbk", "n", "tlv")
+FORMATS = ENCODINGS + ("tlv",)  # the card's encodings, and TLV for items that hold data objects
 BUILTIN = ("default", "sm4-3.00", "ss-1.00")
+
+
+def is_pin(text: str) -> bool:
+    """A PIN as the card takes it: 4 to 12 digits."""
+    return text.isdigit() and 4 <= len(text) <= 12
 
 
 class ProfileError(ValueError):
@@ -368,7 +374,7 @@ def _key(k: dict, where: str, alg: Algorithm, access) -> KeyDecl:
     change = access(k.get("change", "never"), f"{where}.change")
     if t == KEY_PIN:
         pin = str(k.get("initial", ""))
-        if not pin.isdigit() or not 4 <= len(pin) <= 12:
+        if not is_pin(pin):
             raise ProfileError(f"{where}.initial: a PIN is 4..12 digits")
         return KeyDecl(t, kid, None, use, 0xEF, state, tries, pin, where=where)
     master = k.get("master")

@@ -21,7 +21,7 @@ from terminal.psam import PsamSecurityModule
 from terminal.security import KeyRef, SecurityModule
 
 from . import fmcos
-from .compile import FACTORY_KEY
+from .compiler import FACTORY_KEY
 from .demo import MF_MASTER_STATE, blank_script
 from .fmcos import Step
 from .profile import Profile

@@ -14,7 +14,7 @@ from terminal.factors import Factors
 from terminal.security import SecurityModule, SecurityModuleError
 from terminal.status import SELECTED, sw_name
 
-from .compile import card_key
+from .compiler import card_key
 from .profile import Item, Profile
 
 READ_KEY = 0x0A
@@ -125,7 +125,7 @@ def _flat(items):
 
 
 def _decode_record(it: Item, data: bytes, out: Readout, role: str) -> None:
-    from .compile import as_stored
+    from .compiler import as_stored
     value = as_stored(data)[2:]
     if it.tag == LIFE_TAG and it.fmt == "an":
         out.life[role] = STATES.get(decode("an", value), decode("an", value))
@@ -140,3 +140,17 @@ def _decode_record(it: Item, data: bytes, out: Readout, role: str) -> None:
         out.items[it.field] = decode(it.fmt, value)
     elif it.tag == 0x03 and it.fmt == "an":
         out.items["spec_version"] = decode("an", value)
+
+
+def lines(r: Readout, profile: Profile) -> list[str]:
+    """The readout as a person reads it: each item under its name in the profile."""
+    labels = {it.field: it.name for _, df in profile.walk() for f in df.files for it in _flat(f.items) if it.field}
+    labels["spec_version"] = "specification version"
+    out = [f"ATR {r.atr}   generation {r.generation}" + ("   (authenticated)" if r.authenticated else "")]
+    if r.full_name:
+        out.append(f"{'full name':32} {r.full_name}")
+    out += [f"{labels.get(k, k):32} {v}" for k, v in r.items.items() if k not in ("name", "name_extension")]
+    out += [f"{role + ' life state':32} {state}" for role, state in r.life.items()]
+    if r.refused:
+        out.append(f"refused: {'; '.join(r.refused)}")
+    return out

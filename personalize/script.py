@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from cardos.apdu import build, split_response
+from cardos.crypto import Algorithm
 from terminal import flows
 from terminal.security import KeyRef, SecurityModule
 
@@ -126,8 +127,12 @@ def run(transmit: Transmit, script: Iterable[ScriptItem], keys: SecurityModule |
     return log
 
 
-def render(script: Iterable[ScriptItem], keys: SecurityModule | None = None, reveal: bool = False) -> list[str]:
+def render(script: Iterable[ScriptItem], keys: SecurityModule | None = None, reveal: bool = False,
+           algorithm_of: Callable[[KeyRef], Algorithm] | None = None) -> list[str]:
     """The script as annotated text: one command a line, `# note` after it.
+
+    EXTERNAL AUTHENTICATE's Lc is the block of the key's algorithm (8 for 3DES, 16 for SM4), taken
+    from algorithm_of, else from the key provider; without either it shows 08.
 
     Secrets (key values, PIN records, personal data marked secret) are masked unless reveal is
     set and a key provider is given; steps that depend on the card's challenge are shown as the
@@ -148,7 +153,8 @@ def render(script: Iterable[ScriptItem], keys: SecurityModule | None = None, rev
             lines.append(f"{text:<48} # {i}: {item.note}")
         elif isinstance(item, Authenticate):
             lines.append(f"{'0084000008':<48} # {i}: {item.note}: challenge")
-            lines.append(f"{f'008200{item.key_id:02X}08 E({item.ref}, challenge)':<48} # {i}: {item.note}")
+            size = _cryptogram_size(item.ref, algorithm_of or (keys.algorithm if keys is not None else None))
+            lines.append(f"{f'008200{item.key_id:02X}{size:02X} E({item.ref}, challenge)':<48} # {i}: {item.note}")
         elif isinstance(item, KeyLoad) and item.under is None:
             value = ""
             if reveal and keys is not None and item.target is not None:
@@ -166,3 +172,7 @@ def render(script: Iterable[ScriptItem], keys: SecurityModule | None = None, rev
             body = item.body.hex().upper() if reveal else f"<{len(item.body)} bytes>"
             lines.append(f"{f'{item.cla:02X}{item.ins:02X}{item.p1:02X}{item.p2:02X}.. {body} MAC({item.ref})':<48} # {i}: {item.note}")
     return lines
+
+
+def _cryptogram_size(ref: KeyRef, algorithm_of) -> int:
+    return algorithm_of(ref).block if algorithm_of is not None else 8

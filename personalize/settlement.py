@@ -19,7 +19,7 @@ from terminal import apdus, flows
 from terminal.security import SecurityModule
 from terminal.status import sw_name
 
-from .compile import DataError, admits, card_key, pin_bytes, writer_key_id
+from .compiler import DataError, admits, card_key, pin_bytes, writer_key_id
 from .profile import Profile
 
 MEDICAL_AID = bytes.fromhex("D15600000503")
@@ -103,3 +103,22 @@ def append(transport, profile: Profile, settlement: Settlement, pin: str = "",
     if sw != 0x9000 or back != record:
         raise SettlementError("read-back: the newest record is not the settlement written")
     return sequence
+
+
+def fen(text: str, what: str) -> int:
+    """An amount in yuan with at most two decimals, as fen; SettlementError names the option."""
+    from decimal import Decimal, InvalidOperation
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        value = Decimal(-1)
+    if value < 0 or value != value.quantize(Decimal("0.01")):
+        raise SettlementError(f"--{what} {text!r}: an amount in yuan with at most two decimals")
+    return int(value * 100)
+
+
+def from_text(kind: str, institution: str, total: str, fund: str, when: dt.datetime) -> Settlement:
+    """A settlement from what the operator typed, checked before the card is touched."""
+    s = Settlement(kind, institution, fen(total, "total"), fen(fund, "fund"), when)
+    s.record(0)
+    return s

@@ -6,7 +6,7 @@ from terminal import apdus, flows
 from terminal.factors import Factors
 from terminal.security import SecurityModule
 
-from .compile import as_stored, expected_record, personal_records
+from .compiler import as_stored, expected_record, personal_records
 from .profile import Profile
 from .readout import authenticate_reader
 

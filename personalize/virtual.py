@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import replace
 
 from cardos.card import Card, CosConfig
@@ -10,7 +11,7 @@ from reader_bridge.transport import InProcess
 from terminal.factors import card_factor
 
 from . import cardholders
-from .compile import FACTORY_KEY, TRANSPORT_KEY, init_script, perso_script
+from .compiler import FACTORY_KEY, TRANSPORT_KEY, init_script, perso_script
 from .demo import FACTORY_KEY_VALUE
 from .demo import blank_script
 from .keys import SoftwareKeys
@@ -48,12 +49,17 @@ def master_names(profile: Profile) -> list[str]:
     return sorted(names | {FACTORY_KEY, TRANSPORT_KEY})
 
 
+def key_algorithm(profile: Profile, name: str):
+    """The algorithm of a master key: the COS's for the vendor's factory key, the profile's for the issuer's."""
+    return profile.config.key_algorithm if name == FACTORY_KEY else profile.algorithm
+
+
 def demo_issuer_keys(profile: Profile) -> SoftwareKeys:
     """Published demo master keys for every name the profile uses: for tests and demos, never for real cards."""
     masters = {}
     for name in master_names(profile):
         value = FACTORY_KEY_VALUE if name == FACTORY_KEY else hashlib.sha256(f"sscard demo key:{name}".encode()).digest()[:16]
-        masters[name] = (profile.algorithm if name != FACTORY_KEY else profile.config.key_algorithm, value, 1)
+        masters[name] = (key_algorithm(profile, name), value, 1)
     from .emv_keys import DEMO
     return SoftwareKeys(masters, DEMO)
 
@@ -79,3 +85,51 @@ def make(profile: Profile, holder: dict[str, str], keys, serial: bytes | None = 
     return card
 
 
+
+
+def parse_serial(text: str) -> bytes:
+    """A chip serial given in hex: the 8 bytes that end the ATR."""
+    try:
+        chip = bytes.fromhex(text)
+    except ValueError:
+        chip = b""
+    if len(chip) != 8:
+        raise ValueError(f"--serial {text!r}: 8 bytes of hex are needed")
+    return chip
+
+
+def with_faults(card: Card, faults) -> Card:
+    """The same card with deliberate defects (QA); ValueError names a fault the card OS does not know."""
+    return Card(card.store, replace(card.config, faults=frozenset(faults)))
+
+
+def issued(profile: Profile, holder: dict[str, str], keys, serial: bytes, activate: bool = False) -> Card:
+    """A personalized virtual card, activated as the bank counter does when asked."""
+    from . import lifecycle
+    card = make(profile, holder, keys, serial)
+    if activate:
+        lifecycle.perform(InProcess(card), lifecycle.life_script("activate", profile, factor(card.atr)), keys)
+    return card
+
+
+def new_masters(profile: Profile, demo: bool) -> tuple[dict, object]:
+    """The master keys and EMV RSA keys of a new key file: the published demo ones, or random ones
+    (the factory key is always the vendor's, which the blank chip is shipped with)."""
+    from . import emv_keys
+    from .keys import KeyRef
+    if demo:
+        provider = demo_issuer_keys(profile)
+        return ({n: (provider.algorithm(KeyRef(n)), provider.value_for_plain_load(KeyRef(n)), 1)
+                 for n in provider.names()}, provider.rsa_keys())
+    return ({n: (profile.algorithm, FACTORY_KEY_VALUE if n == FACTORY_KEY else os.urandom(16), 1)
+             for n in master_names(profile)}, emv_keys.generate())
+
+
+def phase_script(phase: str, profile: Profile, holder: dict[str, str], atr: bytes | None = None) -> list:
+    """The script of a phase: initialization, or one cardholder's personalization for a card's ATR
+    (by default the ATR of the virtual card made for that cardholder)."""
+    if phase == "init":
+        return init_script(profile)
+    atr = atr or config_for(profile, chip_serial(holder.get("card_number", ""))).atr
+    values = cardholders.values(holder, profile, card_factor(atr))
+    return perso_script(profile, values, card_factor(atr))

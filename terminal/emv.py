@@ -440,7 +440,7 @@ class KeyFileIssuer:
     def authorize(self, request: dict[int, bytes]) -> tuple[bytes, bytes | None]:
         from applets import emv_crypto
         from cardos.crypto import mac_equal
-        from personalize.compile import emv_factor
+        from personalize.compiler import emv_factor
         from personalize.keys import KeyRef
 
         pan = request[0x5A].hex().upper().rstrip("F")

@@ -409,7 +409,7 @@ def _factor_data(alg: Algorithm, factor: bytes) -> bytes:
 
 def _signs_records(profile) -> bool:
     """Whether the profile writes records signed by the issuer RSA key (EMV SDA)."""
-    from personalize.compile import _signed
+    from personalize.compiler import _signed
     return any(_signed(it) for _, df in profile.walk() for f in df.files for it in f.items)
 
 

@@ -52,7 +52,7 @@ def factor(c: Card, name: str = "default") -> Factors:
 
 def open_key(c: Card, name: str, role: str, key_id: int) -> int:
     """EXTERNAL AUTHENTICATE in the current DF with the role's external key key_id, as a terminal with the issuer keys."""
-    from personalize.compile import card_key
+    from personalize.compiler import card_key
     from terminal.flows import external_authenticate
     from tests.util import tx
     _, df = prof(name).role(role)

@@ -164,3 +164,30 @@ def test_emv_cases_fail_on_a_pan_twice_in_the_afl_a_pse_without_a5_88_and_a_bad_
     assert out["EMV-02"].status == "fail" and "tag 5A" in out["EMV-02"].message
     assert out["EMV-01"].status == "fail" and "A5/88" in out["EMV-01"].message
     assert out["EMV-03"].status == "fail" and "SDA does not verify" in out["EMV-03"].message
+
+
+class _Liar(InProcess):
+    """A card that answers `sw` instead of its own answer to the n-th command starting with `prefix`."""
+
+    def __init__(self, c, prefix: str, n: int, sw: int):
+        super().__init__(c)
+        self.prefix, self.n, self.sw, self.seen = bytes.fromhex(prefix), n, sw, 0
+
+    def transmit_raw(self, apdu: bytes) -> bytes:
+        if apdu.startswith(self.prefix):
+            self.seen += 1
+            if self.seen == self.n:
+                return self.sw.to_bytes(2, "big")
+        return super().transmit_raw(apdu)
+
+
+def test_a_card_that_finds_a_missing_ef_fails_sel_06():
+    # SSSE has no file 0005 on any profile (its EF05 is EF05): one right answer, 6A82.
+    out = runner.run(_Liar(card(), "00A40200020005", 1, 0x9000), prof(), keys(), only=("SEL-06",))
+    assert [(o.id, o.status) for o in out] == [("SEL-06", "fail")] and "answered 9000" in out[0].message
+
+
+def test_auth_02_fails_when_the_card_refuses_the_last_right_cryptogram():
+    # AUTH-02 sends EXTERNAL AUTHENTICATE with key 0A four times: wrong, right, wrong, right.
+    out = runner.run(_Liar(card(), "0082000A", 4, 0x63C2), prof(), keys(), only=("AUTH-02",))
+    assert [(o.id, o.status) for o in out] == [("AUTH-02", "fail")]

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from cardos import image
 from personalize import cardholders
-from personalize.compile import TRANSPORT_KEY
+from personalize.compiler import FACTORY_KEY, TRANSPORT_KEY
 from personalize.keys import KeyRef
 from terminal.uri import Pkcs11Error, parse_uri
 from tests.ss import key_file, keys
@@ -221,7 +221,7 @@ def test_a_batch_with_the_hsm_makes_the_cards_the_key_file_makes(hsm, tmp_path):
 
 # FACTORY is FF…FF, published by the chip vendor and found in any process's constant data;
 # TRANSPORT is loaded into every fresh DF in clear (plain 80 D4), so the host must hold it (README).
-IN_CLEAR_BY_DESIGN = {"FACTORY", TRANSPORT_KEY}
+IN_CLEAR_BY_DESIGN = {FACTORY_KEY, TRANSPORT_KEY}
 
 
 def _memory_hits(pid: int, needles: dict[str, bytes]) -> dict[str, set[str]]:

@@ -6,6 +6,7 @@ from cardos.files import (KEY_EXTERNAL, KEY_MAINTENANCE, KEY_PIN, DedicatedFile,
                           TransparentEF, VariableRecordEF)
 from cardos.tlv import simple_record
 from personalize import fmcos
+from personalize.compiler import FACTORY_KEY
 from personalize.demo import FACTORY_KEY_VALUE
 from personalize.demo import demo_keys
 from personalize.keys import KeyRef
@@ -22,7 +23,7 @@ LP_KEY = bytes.fromhex("36" * 16)
 def _script():
     df = DedicatedFile(0xDF03, size=0x400, create_right=0x33, erase_right=0x33, name=b"TEST.APP.01")
     return [
-        Authenticate(0x00, KeyRef("FACTORY"), "transport key"),
+        Authenticate(0x00, KeyRef(FACTORY_KEY), "factory key"),
         fmcos.Step(fmcos.erase_df(), "erase"),
         fmcos.Step(fmcos.create_file(KeyFile(0x0000, size=0x60, add_right=0x0F)), "MF key file"),
         fmcos.Step(fmcos.write_key(KeyRecord(KEY_EXTERNAL, 0, 0xF0, 0x0F, MF_KEY, next_state=0xF,
@@ -73,12 +74,12 @@ def test_initialization_then_rights_hold(blank):
     assert sw(card, fmcos.erase_df()) == SW.SECURITY_NOT_SATISFIED
     assert authenticate(card, 0x00, MF_KEY) == 0x9000
     ok(card, build(0x00, 0xD6, 0x81, 0x00, b"x"))
-    # the transport key is gone with the erase
+    # the factory key is gone with the erase
     assert authenticate(card, 0x00, FACTORY_KEY_VALUE) == 0x63C4
 
 
 def test_fresh_df_accepts_everything_until_it_is_entered_again(blank):
-    run(InProcess(blank).transmit, [Authenticate(0x00, KeyRef("FACTORY")), fmcos.Step(fmcos.erase_df(), "")], demo_keys())
+    run(InProcess(blank).transmit, [Authenticate(0x00, KeyRef(FACTORY_KEY)), fmcos.Step(fmcos.erase_df(), "")], demo_keys())
     card = blank
     ok(card, fmcos.create_file(KeyFile(0x0000, size=0x40, add_right=0xEF)))
     ok(card, fmcos.write_key(KeyRecord(KEY_EXTERNAL, 0, 0xF0, 0xEF, MF_KEY, next_state=1, max_tries=3, tries_left=3)))

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from applets.encoding import ItemError, decode, encode, split_name
 from cardos.tlv import is_simple_record, parse, simple_record, tlv
-from personalize.compile import encode_item
+from personalize.compiler import encode_item
 from tests.ss import prof
 
 ITEMS = [(name, it) for name in ("default", "sm4-3.00", "ss-1.00") for _, df in prof(name).walk()

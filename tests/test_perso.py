@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from cardos import image
 from cli import main
-from personalize import batch, cardholders, compile, virtual
+from personalize import batch, cardholders, compiler, virtual
 from personalize.audit import verify
 from personalize.journal import open_journal
 from personalize.keys import KeyRef
@@ -55,14 +55,14 @@ def test_init_and_perso_scripts_make_the_same_card_as_image_new(tmp_path, keyfil
     assert cli("image", "new", str(made), "--keys", keyfile).exit_code == 0
     reference = image.load(made)
     printed = cli("perso", "script", "init").output.splitlines()
-    script = compile.init_script(prof())
+    script = compiler.init_script(prof())
     assert printed[1:] == render(script)                     # what is printed is what is run
     holder = cardholders.sample()
     card = virtual.blank(prof(), virtual.chip_serial(holder["card_number"]))
     run(InProcess(card).transmit, script, keys())
     card.power_on()
     values = cardholders.values(holder, prof(), card_factor(card.atr))
-    perso = compile.perso_script(prof(), values, card_factor(card.atr))
+    perso = compiler.perso_script(prof(), values, card_factor(card.atr))
     assert len(cli("perso", "script", "perso").output.splitlines()) == len(render(perso)) + 1
     run(InProcess(card).transmit, perso, keys())
     card.power_on()
@@ -340,3 +340,16 @@ def test_profile_errors_name_the_place(tmp_path):
     p.write_text("extends: default\nname: x\noverride:\n  DDF1/EF99: {read: always}\n")
     with pytest.raises(ProfileError, match="no DF or file EF99"):
         load(str(p))
+
+
+@pytest.mark.parametrize("name", ["default", "sm4-3.00"])
+def test_a_printed_external_authenticate_has_the_lc_the_run_sends(name):
+    # An SM4 cryptogram is 16 bytes: the script must not say Lc 08 for it.
+    from tests.ss import prof as profile_named
+    p = profile_named(name)
+    card = virtual.blank(p, virtual.chip_serial("lc"))
+    log = run(InProcess(card).transmit, compiler.init_script(p), virtual.demo_issuer_keys(p))
+    sent = [ex.apdu[:5].hex().upper() for ex in log if ex.apdu[1] == 0x82]
+    printed = [line[:10] for line in cli("perso", "script", "init", "--profile", name).output.splitlines()
+               if line.startswith("008200")]
+    assert sent and printed == sent

@@ -12,7 +12,7 @@ from cardos.card import Card
 from cardos.nvm import Store
 from cli import main
 from personalize import kiosk, psam, settlement
-from personalize.compile import card_key
+from personalize.compiler import card_key
 from personalize.keys import KeyRef, SoftwareKeys
 from personalize.readout import ReadError, read_card
 from reader_bridge.transport import InProcess

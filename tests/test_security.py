@@ -11,6 +11,7 @@ from cardos.crypto import Algorithm, diversify, encrypt_ecb, mac4, seal
 from cardos.files import KEY_PIN, KeyRecord
 from personalize import fmcos
 from cardos import CosConfig
+from personalize.compiler import FACTORY_KEY
 from personalize.demo import DEMO_KEYS, FACTORY_KEY_VALUE, blank_card
 from personalize.keys import KeyRef, SoftwareKeys
 from personalize.script import Authenticate, run
@@ -191,7 +192,7 @@ def test_sm4_keys_work_end_to_end():
     card = blank_card(CosConfig(key_algorithm=Algorithm.SM4))
     t = InProcess(card).transmit
     assert card.fs.key((0x3F00,), 0x39, 0x00).algorithm is Algorithm.SM4   # 16-byte keys follow the COS
-    run(t, [Authenticate(0, KeyRef("FACTORY"))], SoftwareKeys({"FACTORY": (Algorithm.SM4, FACTORY_KEY_VALUE, 1)}))
+    run(t, [Authenticate(0, KeyRef(FACTORY_KEY))], SoftwareKeys({FACTORY_KEY: (Algorithm.SM4, FACTORY_KEY_VALUE, 1)}))
     sm4 = bytes(range(16))
     rec = KeyRecord(0x39, 0x05, 0xF0, 0x0F, sm4, Algorithm.SM4, next_state=0xF, max_tries=3, tries_left=3)
     ok(card, fmcos.write_key(rec))

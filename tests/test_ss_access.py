@@ -53,7 +53,7 @@ def test_ef05_update_under_mac_with_the_line_protection_key():
     ok(c, SELECT_SSSE)
     _, ssse = prof().role("ssse")
     lk = next(k for k in ssse.keys if k.type == 0x36)
-    from personalize.compile import card_key
+    from personalize.compiler import card_key
     ref = card_key(lk, factor(c))
     value = keys().value_for_plain_load(ref)
     record = b"\x02\x01" + b"5"

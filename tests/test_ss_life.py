@@ -6,6 +6,7 @@ from cardos.apdu import build
 from cardos.files import DedicatedFile, KeyFile, KeyRecord, TransparentEF
 from personalize import fmcos, lifecycle
 from personalize.readout import read_card
+from personalize.script import ScriptError
 from reader_bridge.transport import InProcess
 from tests.ss import SELECT_SSSE, card, factor, keys, open_key, prof
 from tests.util import ok, sw, tx
@@ -47,7 +48,7 @@ def test_the_whole_life_of_a_card():
     life(c, "replace", reason="formal loss report, replaced")
     assert sw(c, SELECT_SSSE) == 0x9303 and sw(c, SELECT_BANK) == 0x9303
     assert sw(c, "0020000003246800") == 0x9303
-    with pytest.raises(Exception, match="9303"):
+    with pytest.raises(ScriptError, match="9303"):
         life(c, "unreport")                                        # no way back after replacement
     c.power_on()
     assert sw(c, SELECT_SSSE) == 0x9303

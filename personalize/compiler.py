@@ -34,7 +34,7 @@ class DataError(ValueError):
 
 
 @dataclass(frozen=True)
-class Record:
+class DataRecord:
     """One record the scripts write: the file's path and SFI, the record number and its bytes."""
 
     path: tuple[int, ...]
@@ -49,7 +49,7 @@ def _path_select(path: tuple[int, ...], note: str) -> list[Step]:
             for fid, apdu in zip(path, fmcos.select_path(path))]
 
 
-def _record(decl: KeyDecl, value_len: int, pin: bytes | None = None) -> KeyRecord:
+def _key_record(decl: KeyDecl, value_len: int, pin: bytes | None = None) -> KeyRecord:
     """The key record a declaration loads (its value filled by the provider, or the PIN)."""
     value = pin if pin is not None else bytes(value_len)
     alg_byte = ALGORITHM_IDS[decl.algorithm] if decl.type == KEY_INTERNAL else 0xFF
@@ -59,7 +59,7 @@ def _record(decl: KeyDecl, value_len: int, pin: bytes | None = None) -> KeyRecor
 
 def _prefix(decl: KeyDecl) -> bytes:
     """WRITE KEY data without the key value (the provider appends the value)."""
-    rec = _record(decl, 16)
+    rec = _key_record(decl, 16)
     return rec.write_data()[:-16]
 
 
@@ -140,14 +140,14 @@ def _value(it: Item, values: dict[str, str], zero: bool) -> bytes:
     return raw
 
 
-def personal_records(profile: Profile, values: dict[str, str]) -> list[Record]:
+def personal_records(profile: Profile, values: dict[str, str]) -> list[DataRecord]:
     """Every record that holds a cardholder value, encoded, with where it goes."""
     out = []
     for path, df in profile.walk():
         for f in df.files:
             for n, it in enumerate(f.items, 1):
                 if _has_field(it):
-                    out.append(Record(path + (f.spec.fid,), f.spec.sfi, n, encode_item(it, values), it))
+                    out.append(DataRecord(path + (f.spec.fid,), f.spec.sfi, n, encode_item(it, values), it))
     return out
 
 
@@ -176,7 +176,7 @@ def perso_script(profile: Profile, values: dict[str, str], factor: bytes | Facto
             if k is master:
                 continue
             if k.type == KEY_PIN:
-                rec = _record(k, 0, pin_bytes(k.initial_pin))
+                rec = _key_record(k, 0, pin_bytes(k.initial_pin))
                 out.append(KeyLoad(0x01, k.id, rec.write_data(), None, transport, f"{here}: PIN {k.id:02X}"))
             else:
                 out.append(KeyLoad(0x01, k.id, _prefix(k), card_key(k, factors, values), transport,
@@ -218,7 +218,7 @@ def emv_factor(pan: str, psn: str = "00") -> bytes:
     return bytes.fromhex((pan + psn)[-16:].rjust(16, "0"))
 
 
-def _data_steps(profile: Profile, df: DFDecl, path, records: list[Record], factor: Factors, here: str,
+def _data_steps(profile: Profile, df: DFDecl, path, records: list[DataRecord], factor: Factors, here: str,
                 values: dict[str, str]) -> list[ScriptItem]:
     out: list[ScriptItem] = []
     authenticated = None
@@ -279,7 +279,7 @@ def _signed(it: Item) -> bool:
     return it.field in ODA_FIELDS or any(_signed(c) for c in it.children)
 
 
-def _signed_record(profile: Profile, values: dict[str, str], r: Record):
+def _signed_record(profile: Profile, values: dict[str, str], r: DataRecord):
     def make(keys) -> bytes:
         data = encode_item(r.item, {**values, **oda_values(profile, values, keys)})
         return build(0x00, 0xDC, r.number, (r.sfi << 3) | 0x04, data)
@@ -324,7 +324,7 @@ def as_stored(record: bytes) -> bytes:
     return record
 
 
-def expected_record(profile: Profile, values: dict[str, str], rec: Record, keys) -> bytes:
+def expected_record(profile: Profile, values: dict[str, str], rec: DataRecord, keys) -> bytes:
     """What a personal record holds once written: signed records need the issuer keys."""
     if not _signed(rec.item):
         return rec.data
