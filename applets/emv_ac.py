@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from cardos import sw
 from cardos.files import KEY_DES_ENC
 from cardos.sw import CardError
-from cardos.tlv import tlv
+from cardos.tlv import parse_dol, tlv
 
 from . import emv_crypto, emv_data, emv_state
 from .emv_state import ISSUER_AUTH_FAILED, ONLINE_UNFINISHED
@@ -191,5 +191,5 @@ def _log(card, tx: Transaction, terminal: dict) -> None:
         return
     own = {0x9F36: tx.atc.to_bytes(2, "big"), 0x9F27: bytes([tx.second if tx.second is not None else tx.first])}
     entry = b"".join(own.get(t, terminal.get(t, b"")).rjust(n, b"\x00")[:n]
-                     for t, n in emv_data.parse_dol(log_format))
+                     for t, n in parse_dol(log_format))
     emv_state.append_log(card, tx.df, entry)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from cardos import sw
 from cardos.files import ElementaryFile
 from cardos.sw import CardError
-from cardos.tlv import TlvError, find
+from cardos.tlv import TlvError, find, parse_dol
 
 PARAMETERS_SFI = 0x1B
 
@@ -43,20 +43,6 @@ def required(card, df, tag: int) -> bytes:
     if value is None:
         raise CardError(sw.CONDITIONS_NOT_SATISFIED, f"the application has no {tag:X}")
     return value
-
-
-def parse_dol(dol: bytes) -> list[tuple[int, int]]:
-    """A data object list: (tag, length) pairs, tags of one or two bytes."""
-    out, i = [], 0
-    while i < len(dol):
-        tag = dol[i]
-        i += 1
-        if tag & 0x1F == 0x1F:
-            tag = (tag << 8) | dol[i]
-            i += 1
-        out.append((tag, dol[i]))
-        i += 1
-    return out
 
 
 def split_dol(dol: bytes, data: bytes) -> dict[int, bytes]:

@@ -55,6 +55,36 @@ def parse(data: bytes) -> list[tuple[int, bytes]]:
     return out
 
 
+def _tags(data: bytes, with_lengths: bool) -> list[tuple[int, int]]:
+    out, i = [], 0
+    while i < len(data):
+        tag = data[i]
+        i += 1
+        if tag & 0x1F == 0x1F:
+            if i >= len(data):
+                raise TlvError(f"tag truncated at offset {i - 1}")
+            tag = (tag << 8) | data[i]
+            i += 1
+        length = 0
+        if with_lengths:
+            if i >= len(data):
+                raise TlvError(f"length of tag {tag:X} missing at offset {i}")
+            length = data[i]
+            i += 1
+        out.append((tag, length))
+    return out
+
+
+def parse_dol(dol: bytes) -> list[tuple[int, int]]:
+    """A data object list (EMV Book 3 §5.4): (tag, length) pairs, tags of one or two bytes."""
+    return _tags(dol, with_lengths=True)
+
+
+def parse_tag_list(tags: bytes) -> list[int]:
+    """A tag list (EMV Book 3, e.g. 9F4A): tags alone, of one or two bytes."""
+    return [t for t, _ in _tags(tags, with_lengths=False)]
+
+
 def find(data: bytes, tag: int) -> bytes | None:
     """The value of the first object with that tag, searching constructed objects too."""
     for t, v in parse(data):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from cardos.apdu import build
-from cardos.tlv import TlvError, find, parse
+from cardos.tlv import TlvError, find, parse, parse_dol, parse_tag_list
 
 PSE = b"1PAY.SYS.DDF01"
 KNOWN_AIDS = (bytes.fromhex("A000000333010101"), bytes.fromhex("A000000333010102"))
@@ -198,7 +198,7 @@ class Terminal:
             self.result.tvr[0] |= 0x80
             self.note("offline data authentication", "not performed (no CA public key for the card's index)")
             return
-        static = self._static + b"".join(d.get(t, b"") for t, _ in _tag_list(d.get(0x9F4A, b"")))
+        static = self._static + b"".join(d.get(t, b"") for t in parse_tag_list(d.get(0x9F4A, b"")))
         why = sda_failure(ca, d, static)
         if why:
             self.result.tvr[0] |= 0x40
@@ -331,7 +331,7 @@ class Terminal:
     def _dol(self, dol: bytes) -> bytes:
         """The terminal's data in the order and lengths a DOL asks (Book 3 §5.4)."""
         out = b""
-        for tag, n in _parse_dol(dol):
+        for tag, n in parse_dol(dol):
             value = self.result.data.get(tag) or b""
             if tag in (0x9F02, 0x9F03, 0x9A, 0x9F21, 0x9C, 0x5F2A, 0x9F1A):   # numeric: left-padded
                 value = value.rjust(n, b"\x00")[-n:]
@@ -376,30 +376,6 @@ def sda_failure(ca: tuple[int, int], d: dict[int, bytes], static: bytes) -> str 
     if hashlib.sha1(ssad[1:-21] + static).digest() != ssad[-21:-1]:
         return "the static data's hash is wrong"
     return None
-
-
-def _tag_list(tags: bytes) -> list[tuple[int, int]]:
-    out, i = [], 0
-    while i < len(tags):
-        tag = tags[i]
-        i += 1
-        if tag & 0x1F == 0x1F:
-            tag, i = (tag << 8) | tags[i], i + 1
-        out.append((tag, 0))
-    return out
-
-
-def _parse_dol(dol: bytes) -> list[tuple[int, int]]:
-    out, i = [], 0
-    while i < len(dol):
-        tag = dol[i]
-        i += 1
-        if tag & 0x1F == 0x1F:
-            tag = (tag << 8) | dol[i]
-            i += 1
-        out.append((tag, dol[i]))
-        i += 1
-    return out
 
 
 def _find(data: bytes, tag: int) -> bytes | None:

@@ -33,3 +33,12 @@ def test_build_parse_round_trip(cla, ins, p1, p2, data, le):
     a = parse(build(cla, ins, p1, p2, data, le))
     assert (a.cla, a.ins, a.p1, a.p2, a.data, a.le) == (cla, ins, p1, p2, data or b"", le)
     assert a.to_bytes() == build(cla, ins, p1, p2, data, le)
+
+
+def test_data_object_lists_and_tag_lists_parse_one_and_two_byte_tags():
+    from cardos.tlv import TlvError, parse_dol, parse_tag_list
+    assert parse_dol(bytes.fromhex("9F02069F1A0295055F2A02")) == [(0x9F02, 6), (0x9F1A, 2), (0x95, 5), (0x5F2A, 2)]
+    assert parse_tag_list(bytes.fromhex("829F37")) == [0x82, 0x9F37]
+    for broken in ("9F02", "9F"):
+        with pytest.raises(TlvError):
+            parse_dol(bytes.fromhex(broken))

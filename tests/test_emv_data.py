@@ -105,7 +105,7 @@ def test_cvm_list_offers_offline_plaintext_then_online_pin():
 
 
 def _dol(dol: bytes):
-    from applets.emv_data import parse_dol
+    from cardos.tlv import parse_dol
     return parse_dol(dol)
 
 
