@@ -68,3 +68,16 @@ def _factors_without_moving(c: Card, name: str = "default") -> Factors:
     body = c.fs.body(path) or ()
     region = body[0][2:5].hex() if body and body[0][:1] == b"\x01" else ""
     return Factors(card_factor(c.atr), city_factor(region) if region.isdigit() else None)
+
+
+def done_cards(journal) -> int:
+    """Cards a SQLite journal file calls done (0 before it exists: connecting would create it)."""
+    import sqlite3
+    from pathlib import Path
+    if not Path(journal).exists():
+        return 0
+    try:
+        with sqlite3.connect(journal) as db:
+            return db.execute("SELECT COUNT(*) FROM cards WHERE state = 'done'").fetchone()[0]
+    except sqlite3.Error:
+        return 0

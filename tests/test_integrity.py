@@ -20,7 +20,7 @@ from personalize import batch, cardholders, crash
 from personalize.audit import verify
 from personalize.journal import JournalError, open_journal
 from personalize.keys import KeyFileError, SoftwareKeys, load_key_file, save_key_file
-from tests.ss import key_file, keys, prof
+from tests.ss import done_cards, key_file, keys, prof
 
 ROOT = Path(__file__).resolve().parent.parent
 PASS = "integrity test passphrase"
@@ -145,13 +145,7 @@ def test_two_resumes_at_once_never_make_a_card_twice(tmp_path, keyfile):
 
 
 def _done(folder) -> int:
-    if not (folder / "journal.sqlite").exists():
-        return 0                                            # connecting would create it
-    try:
-        with sqlite3.connect(folder / "journal.sqlite") as db:
-            return db.execute("SELECT COUNT(*) FROM cards WHERE state = 'done'").fetchone()[0]
-    except sqlite3.Error:
-        return 0
+    return done_cards(folder / "journal.sqlite")
 
 
 def test_a_card_is_claimed_once(tmp_path):

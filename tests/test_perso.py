@@ -23,7 +23,7 @@ from personalize.profile import ProfileError, build, load
 from personalize.script import render, run
 from reader_bridge.transport import InProcess
 from terminal.factors import card_factor
-from tests.ss import key_file, keys, prof
+from tests.ss import done_cards, key_file, keys, prof
 
 ROOT = Path(__file__).resolve().parent.parent
 PASS = "batch test passphrase"
@@ -261,13 +261,7 @@ def test_sigkill_at_random_points_then_resume_gives_the_same_cards(tmp_path, key
 
 
 def _done_cards(folder: Path) -> int:
-    if not (folder / "perso-journal.sqlite").exists():
-        return 0                                            # connecting would create it
-    try:
-        with sqlite3.connect(folder / "perso-journal.sqlite") as db:
-            return db.execute("SELECT COUNT(*) FROM cards WHERE state = 'done'").fetchone()[0]
-    except sqlite3.Error:
-        return 0
+    return done_cards(folder / "perso-journal.sqlite")
 
 
 def _has_batch(folder: Path) -> bool:
