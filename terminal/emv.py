@@ -11,6 +11,7 @@ PINs and keys never appear in the steps: only their presence and length.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -347,35 +348,37 @@ def _recover(key: tuple[int, int], data: bytes) -> bytes:
     return pow(int.from_bytes(data, "big"), e, n).to_bytes(size, "big")
 
 
+def _recover_format(key: tuple[int, int], data: bytes, fmt: int, what: str) -> bytes:
+    """A signature recovered and framed as Book 2 says: 6A, the format byte, …, BC."""
+    block = _recover(key, data)
+    if block[0] != 0x6A or block[-1] != 0xBC or block[1] != fmt:
+        raise TerminalError(f"{what} does not recover")
+    return block
+
+
 def sda_failure(ca: tuple[int, int], d: dict[int, bytes], static: bytes) -> str | None:
     """Why SDA fails (None when it passes): Book 2 §5.3 steps for 90, then §5.4 for 93."""
-    import hashlib
     try:
-        cert = _recover(ca, d.get(0x90, b""))
+        _check_sda(ca, d, static)
     except TerminalError as e:
         return str(e)
-    if cert[0] != 0x6A or cert[-1] != 0xBC or cert[1] != 0x02:
-        return "the issuer certificate does not recover"
+    return None
+
+
+def _check_sda(ca: tuple[int, int], d: dict[int, bytes], static: bytes) -> None:
+    cert = _recover_format(ca, d.get(0x90, b""), 0x02, "the issuer certificate")
     body, digest = cert[1:-21], cert[-21:-1]
     exponent, remainder = d.get(0x9F32, b""), d.get(0x92, b"")
     if hashlib.sha1(body + remainder + exponent).digest() != digest:
-        return "the issuer certificate's hash is wrong"
+        raise TerminalError("the issuer certificate's hash is wrong")
     pan = d.get(0x5A, b"").hex().upper()
-    issuer_id = cert[2:6].hex().upper().rstrip("F")
-    if not pan.startswith(issuer_id):
-        return "the issuer identifier does not match the PAN"
-    length = cert[13]
-    modulus = (cert[15:-21] + remainder)[:length]
+    if not pan.startswith(cert[2:6].hex().upper().rstrip("F")):
+        raise TerminalError("the issuer identifier does not match the PAN")
+    modulus = (cert[15:-21] + remainder)[:cert[13]]
     issuer = (int.from_bytes(modulus, "big"), int.from_bytes(exponent, "big"))
-    try:
-        ssad = _recover(issuer, d.get(0x93, b""))
-    except TerminalError as e:
-        return str(e)
-    if ssad[0] != 0x6A or ssad[-1] != 0xBC or ssad[1] != 0x03:
-        return "the signed static data does not recover"
+    ssad = _recover_format(issuer, d.get(0x93, b""), 0x03, "the signed static data")
     if hashlib.sha1(ssad[1:-21] + static).digest() != ssad[-21:-1]:
-        return "the static data's hash is wrong"
-    return None
+        raise TerminalError("the static data's hash is wrong")
 
 
 def _find(data: bytes, tag: int) -> bytes | None:
