@@ -309,3 +309,15 @@ def test_conformance_dda_passes_on_the_dda_card_and_fails_on_cards_that_lie():
         return resp[:30] + bytes([resp[30] ^ 0x80]) + resp[31:] if apdu[:2] == b"\x00\x88" else resp
     o = outcome(_Rewriting(card("dda"), flipped))
     assert o.status == "fail" and "INTERNAL AUTHENTICATE" in o.message, o.message
+
+
+def test_a_dda_card_image_saves_and_loads_and_a_long_value_only_fits_an_rsa_part(tmp_path):
+    from cardos.image import ImageError
+    c = card("dda")
+    image.save(c, tmp_path / "card.json")
+    assert image.to_document(image.load(tmp_path / "card.json")) == image.to_document(c)
+    doc = json.loads((tmp_path / "card.json").read_text())
+    des = next(e for e in doc["entries"] if e.get("type") == "30")
+    des["secret_value"] = "11" * 128                       # a 3DES key as long as an RSA part
+    with pytest.raises(ImageError, match="8 or 16 bytes"):
+        image.from_document(doc, verify=False)
