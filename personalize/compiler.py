@@ -223,7 +223,7 @@ def emv_factor(pan: str, psn: str = "00") -> bytes:
 def _data_steps(profile: Profile, df: DFDecl, path, records: list[DataRecord], factor: Factors, here: str,
                 values: dict[str, str]) -> list[ScriptItem]:
     out: list[ScriptItem] = []
-    authenticated = None
+    authenticated, oda = None, oda_once(profile, values)
     for f in df.files:
         mine = [r for r in records if r.path == path + (f.spec.fid,)]
         if not mine:
@@ -238,7 +238,7 @@ def _data_steps(profile: Profile, df: DFDecl, path, records: list[DataRecord], f
         for r in mine:
             note = f"{here}/{f.spec.fid:04X}: record {r.number} (tag {r.item.tag:02X})"
             if _signed(r.item):
-                out.append(Computed(_signed_record(profile, values, r), f"00DC{r.number:02X}{(r.sfi << 3) | 4:02X}.. "
+                out.append(Computed(_signed_record(r, values, oda), f"00DC{r.number:02X}{(r.sfi << 3) | 4:02X}.. "
                                     "<signed by the issuer RSA key>", note))
             else:
                 out.append(Step(build(0x00, 0xDC, r.number, (r.sfi << 3) | 0x04, r.data), note, secret=True))
@@ -306,11 +306,23 @@ def _icc_key_loads(k: KeyDecl, values: dict[str, str], under: KeyRef, here: str)
             for n in range(1, PARTS + 1)]
 
 
-def _signed_record(profile: Profile, values: dict[str, str], r: DataRecord):
+def _signed_record(r: DataRecord, values: dict[str, str], oda):
     def make(keys) -> bytes:
-        data = encode_item(r.item, {**values, **oda_values(profile, values, keys)})
+        data = encode_item(r.item, {**values, **oda(keys)})
         return build(0x00, 0xDC, r.number, (r.sfi << 3) | 0x04, data)
     return make
+
+
+def oda_once(profile: Profile, values: dict[str, str]):
+    """oda_values of one card as a function of the provider, computed once for all its signed records."""
+    memo: dict = {}
+
+    def get(keys) -> dict[str, str]:
+        if memo.get("keys") is not keys:
+            memo.clear()
+            memo.update(keys=keys, values=oda_values(profile, values, keys))
+        return memo["values"]
+    return get
 
 
 def oda_values(profile: Profile, values: dict[str, str], keys) -> dict[str, str]:
@@ -369,8 +381,9 @@ def as_stored(record: bytes) -> bytes:
     return record
 
 
-def expected_record(profile: Profile, values: dict[str, str], rec: DataRecord, keys) -> bytes:
-    """What a personal record holds once written: signed records need the issuer keys."""
+def expected_record(profile: Profile, values: dict[str, str], rec: DataRecord, keys, oda=None) -> bytes:
+    """What a personal record holds once written: signed records need the issuer keys (and oda,
+    the card's oda_once, spares computing them again for each)."""
     if not _signed(rec.item):
         return rec.data
-    return encode_item(rec.item, {**values, **oda_values(profile, values, keys)})
+    return encode_item(rec.item, {**values, **(oda or oda_once(profile, values))(keys)})

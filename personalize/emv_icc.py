@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import weakref
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives import hashes
@@ -45,10 +46,17 @@ def derive(keys, pan: str, psn: str = "00") -> IccKey:
 
 
 def _issuer_secret(keys) -> bytes:
-    """The issuer key's raw signature of a label block no EMV format starts with (00 ‖ SHAKE256)."""
-    n, _ = keys.rsa_public(ISSUER_KEY)
-    block = b"\x00" + hashlib.shake_256(SEED_LABEL).digest((n.bit_length() + 7) // 8 - 1)
-    return keys.rsa_private_op(ISSUER_KEY, block)
+    """The issuer key's raw signature of a label block no EMV format starts with (00 ‖ SHAKE256),
+    kept as long as the provider lives (it holds the issuer key anyway)."""
+    secret = _SECRETS.get(keys)
+    if secret is None:
+        n, _ = keys.rsa_public(ISSUER_KEY)
+        block = b"\x00" + hashlib.shake_256(SEED_LABEL).digest((n.bit_length() + 7) // 8 - 1)
+        secret = _SECRETS[keys] = keys.rsa_private_op(ISSUER_KEY, block)
+    return secret
+
+
+_SECRETS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 # A card's key is needed for its key records, its certificate and the read-back: made once.
