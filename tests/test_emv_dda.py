@@ -22,6 +22,7 @@ from personalize.keys import SoftwareKeys
 from reader_bridge.transport import InProcess
 from terminal.emv import Terminal
 from tests.ss import card, keys, prof
+from tests.test_conformance import _Rewriting
 from tests.test_emv_data import SELECT_BANK, afl_records
 from tests.util import ok, sw, tx
 
@@ -282,15 +283,6 @@ def test_the_terminal_fails_dda_when_the_static_data_was_changed():
         return c.transmit(apdu).replace(bytes.fromhex("5F2403340131"), bytes.fromhex("5F2403390131"))
     r = Terminal(altered, 1234, floor_limit=10000, ca_keys=_ca()).run()
     assert r.tvr[0] & 0x08 and any("ICC certificate's hash is wrong" in s.detail for s in r.steps)
-
-
-class _Rewriting(InProcess):
-    def __init__(self, c, change):
-        super().__init__(c)
-        self.change = change
-
-    def transmit_raw(self, apdu: bytes) -> bytes:
-        return self.change(apdu, super().transmit_raw(apdu))
 
 
 def test_conformance_dda_passes_on_the_dda_card_and_fails_on_cards_that_lie():
