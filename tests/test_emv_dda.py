@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cardos import image
+from cardos.apdu import build
 from cardos.tlv import find, parse
 from cli import main
 from conformance import runner
@@ -23,6 +24,7 @@ from reader_bridge.transport import InProcess
 from terminal.emv import Terminal
 from tests.ss import card, keys, prof
 from tests.test_conformance import _Rewriting
+from tests.test_never_crash import _answers_and_survives
 from tests.test_emv_data import SELECT_BANK, afl_records
 from tests.util import ok, sw, tx
 
@@ -313,3 +315,13 @@ def test_a_dda_card_image_saves_and_loads_and_a_long_value_only_fits_an_rsa_part
     des["secret_value"] = "11" * 128                       # a 3DES key as long as an RSA part
     with pytest.raises(ImageError, match="8 or 16 bytes"):
         image.from_document(doc, verify=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from([0x88, 0xA8, 0xAE, 0xB2, 0xCA]), min_size=1, max_size=6),
+       st.lists(st.binary(min_size=0, max_size=8), min_size=6, max_size=6), st.integers(0, 3), st.integers(0, 3))
+def test_the_dda_application_answers_any_sequence_and_survives(ins, bodies, p1, p2):
+    c = card("dda")
+    ok(c, SELECT_BANK)
+    _answers_and_survives(c, [build(0x80 if i in (0xA8, 0xAE, 0xCA) else 0x00, i, p1, p2, b or None, 0)
+                              for i, b in zip(ins, bodies)])
