@@ -48,11 +48,17 @@ def derive(keys, pan: str, psn: str = "00") -> IccKey:
 def _issuer_secret(keys) -> bytes:
     """The issuer key's raw signature of a label block no EMV format starts with (00 ‖ SHAKE256),
     kept as long as the provider lives (it holds the issuer key anyway)."""
-    secret = _SECRETS.get(keys)
-    if secret is None:
-        n, _ = keys.rsa_public(ISSUER_KEY)
-        block = b"\x00" + hashlib.shake_256(SEED_LABEL).digest((n.bit_length() + 7) // 8 - 1)
-        secret = _SECRETS[keys] = keys.rsa_private_op(ISSUER_KEY, block)
+    try:
+        return _SECRETS[keys]
+    except (KeyError, TypeError):          # TypeError: a provider that cannot be weakly referenced
+        pass
+    n, _ = keys.rsa_public(ISSUER_KEY)
+    block = b"\x00" + hashlib.shake_256(SEED_LABEL).digest((n.bit_length() + 7) // 8 - 1)
+    secret = keys.rsa_private_op(ISSUER_KEY, block)
+    try:
+        _SECRETS[keys] = secret
+    except TypeError:
+        pass
     return secret
 
 
