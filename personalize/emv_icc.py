@@ -26,7 +26,6 @@ ICC_BITS, ICC_EXPONENT = 1024, 3
 PARTS = 2                      # key records of the card OS: 01 the modulus, 02 the private exponent
 PART_BYTES = ICC_BITS // 8
 SEED_LABEL = b"sscard emv icc key v1"
-DEFAULT_DDOL = bytes.fromhex("9F3704")
 
 
 @dataclass(frozen=True)
