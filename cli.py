@@ -73,7 +73,7 @@ def image() -> None:
 
 @image.command("new")
 @click.argument("path", type=click.Path(dir_okay=False))
-@click.option("--profile", default=None, help="Card profile: default, sm4-3.00, ss-1.00 or a YAML file.")
+@click.option("--profile", default=None, help="Card profile: default, sm4-3.00, ss-1.00, dda (default with EMV DDA) or a YAML file.")
 @click.option("--keys", "keys_path", type=click.Path(dir_okay=False),
               help="Issuer key file; without it the card gets the published demo keys.")
 @click.option("--blank", is_flag=True, help="A factory-blank chip of the profile's COS (MF, factory key 00 = FF…FF).")

@@ -1,7 +1,8 @@
 """The financial application's commands the COS lacks (PBOC 3.0 debit / EMV, JR/T 0025 subset).
 
 GET PROCESSING OPTIONS answers format 1 (AIP ‖ AFL, both from the card's parameters) once per
-selection; GENERATE AC and issuer authentication live in emv_ac; GET DATA gives the PIN try
+selection; GENERATE AC and issuer authentication live in emv_ac, INTERNAL AUTHENTICATE (DDA) in
+emv_dda; GET DATA gives the PIN try
 counter, the ATC, the last online ATC and the log format; VERIFY with P2 80 takes the EMV
 plaintext PIN block. Each works only inside an application whose AID has the PBOC RID.
 """
@@ -15,7 +16,7 @@ from cardos.files import KEY_PIN
 from cardos.sw import CardError
 from cardos.tlv import tlv
 
-from . import emv_ac, emv_data, emv_script, emv_state
+from . import emv_ac, emv_data, emv_dda, emv_script, emv_state
 from .life import require_active, wrap
 
 PBOC_RID = bytes.fromhex("A000000333")
@@ -30,6 +31,7 @@ def install(table: dict[int, Command]) -> None:
     table[0xAE] = Command(emv_ac.generate_ac, frozenset({0x80}))
     wrap(table, 0x20, _emv_verify)
     wrap(table, 0x82, emv_ac.external_authenticate)
+    wrap(table, 0x88, emv_dda.internal_authenticate)
     wrap(table, 0xA4, _ends_transaction)
     wrap(table, 0xB2, _ber_templates)
     for ins in emv_script.SCRIPT_INS:

@@ -294,6 +294,10 @@ def _parse_create(fid: int, data: bytes) -> FileSpec:
 KEY_DES_ENC, KEY_DES_MAC, KEY_INTERNAL = 0x30, 0x32, 0x34  # FMCOS's DES decryption key (31) is never used
 KEY_MAINTENANCE, KEY_PIN_UNBLOCK, KEY_PIN_RELOAD = 0x36, 0x37, 0x38
 KEY_EXTERNAL, KEY_PIN = 0x39, 0x3A
+# [ours] One part of an RSA private key, for an application that signs: id 01 its modulus, id 02 its
+# private exponent. Big-endian, 64 to 240 bytes (512 to 1920 bits: a secured WRITE KEY still fits a short APDU).
+KEY_RSA_PART = 0x3B
+RSA_PART_LENGTHS = range(64, 241)
 KEY_UPDATE_MAC, KEY_UPDATE_ENC = 0x40, 0x80
 _COUNTED = {KEY_MAINTENANCE, KEY_PIN_UNBLOCK, KEY_PIN_RELOAD, KEY_EXTERNAL, KEY_PIN}
 
@@ -375,7 +379,10 @@ class KeyRecord:
         if base == KEY_PIN:
             _check_pin(value)
             return cls(t, key_id, use, 0xEF, value, Algorithm.TDES, b3 & 0x0F, b4 >> 4, b4 & 0x0F)
-        if len(value) not in (8, 16):
+        if base == KEY_RSA_PART:
+            if len(value) not in RSA_PART_LENGTHS:
+                raise CardError(sw.WRONG_LENGTH, f"an RSA key part is 64 to 240 bytes, not {len(value)}")
+        elif len(value) not in (8, 16):
             raise CardError(sw.WRONG_LENGTH, f"key value must be 8 or 16 bytes, not {len(value)}")
         if base in _COUNTED:
             alg = _alg_for(value, None, default_alg)

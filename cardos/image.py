@@ -25,7 +25,7 @@ from . import jsonshape as js
 from .card import FAULTS, Card, CosConfig, UnknownApplet
 from .command import CARD_BLOCKED
 from .crypto import Algorithm
-from .files import (CyclicEF, DedicatedFile, KeyFile, KeyRecord, LinearFixedEF, TransparentEF, VariableRecordEF,
+from .files import (RSA_PART_LENGTHS, CyclicEF, DedicatedFile, KeyFile, KeyRecord, LinearFixedEF, TransparentEF, VariableRecordEF,
                     parse_create)
 from .invariants import Broken, check_state, describe, path_text
 from .nvm import DELETED, Store
@@ -158,7 +158,7 @@ _RECORDS = js.Obj({"contents": _PATH, "records": js.List(js.Hex(1, 255), 0x8000)
 _KEY = js.Obj({"key": _PATH, "type": _BYTE, "id": _BYTE, "use": _BYTE, "change": _BYTE,
                "algorithm": js.Str(_ALGORITHMS), "next_state": js.Int(0, 15), "max_tries": js.Int(0, 15),
                "tries_left": js.Int(0, 15), "version": js.Int(0, 255), "alg_byte": _BYTE,
-               "secret_value": js.Hex(1, 16)})
+               "secret_value": js.Hex(1, RSA_PART_LENGTHS[-1])})     # the longest: an RSA key part
 _APPLICATION = js.Obj({"application": _PATH, "state": js.Int(0, 2)})
 _BLOCK_FLAG = js.Obj({"card_blocked": js.Bool()})
 _ENTRY_CASES = (("file", None, _FILE), ("key", None, _KEY), ("application", None, _APPLICATION),

@@ -121,7 +121,6 @@ def emv_oda(ctx):
     if not aip[0] & 0x60:
         raise CaseSkipped("the AIP claims neither SDA nor DDA")
     data: dict[int, bytes] = {}
-    static = b""
     records = _records(ctx, afl)
     for where, rec in records:
         data.update(_tlv(rec, where))
@@ -132,14 +131,53 @@ def emv_oda(ctx):
         return
     from personalize.emv_keys import CA_KEY
     from terminal.emv import sda_failure
+    why = sda_failure(ctx.keys.rsa_public(CA_KEY), data, _static_data(records, afl, aip, data))
+    check(why is None, f"SDA does not verify under the key file's CA key: {why}")
+
+
+def _static_data(records: list[tuple[str, bytes]], afl: bytes, aip: bytes, data: dict[int, bytes]) -> bytes:
+    """The static data to be authenticated: the AFL's ODA records' templates, then the 9F4A tags (AIP)."""
+    static = b""
     for i in range(0, len(afl), 4):
         sfi, first, oda = afl[i] >> 3, afl[i + 1], afl[i + 3]
         for n in range(first, first + oda):
             static += find(dict(records)[f"SFI {sfi} record {n}"], 0x70) or b""
-    tags = data.get(0x9F4A, b"")
-    static += aip if tags == b"\x82" else b""
-    why = sda_failure(ctx.keys.rsa_public(CA_KEY), data, static)
-    check(why is None, f"SDA does not verify under the key file's CA key: {why}")
+    return static + (aip if data.get(0x9F4A, b"") == b"\x82" else b"")
+
+
+@case("EMV-06", "DDA: INTERNAL AUTHENTICATE's signature verifies under the ICC key the issuer certifies, "
+      "and another unpredictable number gets another signature", "EMV Book 2 §6.3-6.5, Book 3 §6.5.9")
+def emv_dda(ctx):
+    import datetime as dt
+
+    from personalize.emv_keys import CA_KEY
+    from terminal.emv import DEFAULT_DDOL, TerminalError, dynamic_number, icc_public_key, issuer_public_key
+    aip, afl = _start(ctx)
+    if not aip[0] & 0x20:
+        raise CaseSkipped("the AIP claims no DDA")
+    if ctx.keys is None or not hasattr(ctx.keys, "rsa_public"):
+        raise CaseSkipped("needs the key file (--keys): its CA public key")
+    records = _records(ctx, afl)
+    data: dict[int, bytes] = {}
+    for where, rec in records:
+        data.update(_tlv(rec, where))
+    try:
+        issuer = issuer_public_key(ctx.keys.rsa_public(CA_KEY), data)
+        icc = icc_public_key(issuer, data, _static_data(records, afl, aip, data), dt.date.today())
+    except TerminalError as e:
+        raise CaseFailure(f"the ICC public key does not recover: {e}") from None
+    ddol, signatures = data.get(0x9F49) or DEFAULT_DDOL, []
+    for un in ("12345678", "9ABCDEF0"):
+        payload = _cdol_data(ddol, {**TERMINAL, 0x9F37: bytes.fromhex(un)})
+        note = f"INTERNAL AUTHENTICATE, unpredictable number {un}"
+        answer = ctx.expect(build(0x00, 0x88, 0x00, 0x00, payload, 0), 0x9000, note=note)
+        sdad = find(answer, 0x80) if answer[:1] == b"\x80" else _tlv(answer, note).get(0x9F4B, b"")
+        try:
+            dynamic_number(icc, sdad or b"", payload)
+        except TerminalError as e:
+            raise CaseFailure(f"{note}: {e}") from None
+        signatures.append(sdad)
+    check(signatures[0] != signatures[1], "two unpredictable numbers got the same signed dynamic data")
 
 
 @case("EMV-04", "GENERATE AC: AAC and ARQC as asked, no second after a final one, none before GPO",

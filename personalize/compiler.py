@@ -10,12 +10,12 @@ after authenticating with the key the file's write condition names.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from applets.encoding import encode
 from cardos.apdu import build
 from cardos.crypto import ALGORITHM_IDS
-from cardos.files import KEY_EXTERNAL, KEY_INTERNAL, KEY_PIN, KeyRecord
+from cardos.files import KEY_EXTERNAL, KEY_INTERNAL, KEY_PIN, KEY_RSA_PART, KeyRecord
 from cardos.tlv import simple_record, tlv
 
 from . import fmcos
@@ -23,7 +23,7 @@ from .fmcos import Step
 from terminal.factors import Factors, city_factor
 from terminal.security import KeyRef
 from .profile import DFDecl, FileDecl, Item, KeyDecl, Profile
-from .script import Authenticate, Computed, KeyLoad, ScriptItem
+from .script import Authenticate, Computed, KeyLoad, ScriptItem, SealedLoad
 
 FACTORY_KEY = "FACTORY"      # the blank card's MF key 00, as its vendor ships it
 TRANSPORT_KEY = "TRANSPORT"  # every DF's key 39/00 between initialization and personalization
@@ -178,6 +178,8 @@ def perso_script(profile: Profile, values: dict[str, str], factor: bytes | Facto
             if k.type == KEY_PIN:
                 rec = _key_record(k, 0, pin_bytes(k.initial_pin))
                 out.append(KeyLoad(0x01, k.id, rec.write_data(), None, transport, f"{here}: PIN {k.id:02X}"))
+            elif k.type == KEY_RSA_PART:
+                out += _icc_key_loads(k, values, transport, here)
             else:
                 out.append(KeyLoad(0x01, k.id, _prefix(k), card_key(k, factors, values), transport,
                                    f"{here}: key {k.type:02X}/{k.id:02X}"))
@@ -221,7 +223,7 @@ def emv_factor(pan: str, psn: str = "00") -> bytes:
 def _data_steps(profile: Profile, df: DFDecl, path, records: list[DataRecord], factor: Factors, here: str,
                 values: dict[str, str]) -> list[ScriptItem]:
     out: list[ScriptItem] = []
-    authenticated = None
+    authenticated, oda = None, oda_once(profile, values)
     for f in df.files:
         mine = [r for r in records if r.path == path + (f.spec.fid,)]
         if not mine:
@@ -236,7 +238,7 @@ def _data_steps(profile: Profile, df: DFDecl, path, records: list[DataRecord], f
         for r in mine:
             note = f"{here}/{f.spec.fid:04X}: record {r.number} (tag {r.item.tag:02X})"
             if _signed(r.item):
-                out.append(Computed(_signed_record(profile, values, r), f"00DC{r.number:02X}{(r.sfi << 3) | 4:02X}.. "
+                out.append(Computed(_signed_record(r, values, oda), f"00DC{r.number:02X}{(r.sfi << 3) | 4:02X}.. "
                                     "<signed by the issuer RSA key>", note))
             else:
                 out.append(Step(build(0x00, 0xDC, r.number, (r.sfi << 3) | 0x04, r.data), note, secret=True))
@@ -273,17 +275,54 @@ def _key_for(profile: Profile, path: tuple[int, ...], key_id: int) -> KeyDecl:
 # ---- offline data authentication ----------------------------------------------------------------
 
 ODA_FIELDS = ("emv_ca_index", "emv_issuer_cert", "emv_issuer_remainder", "emv_issuer_exponent", "emv_ssad")
+DDA_FIELDS = ("emv_icc_cert", "emv_icc_exponent", "emv_icc_remainder")
 
 
 def _signed(it: Item) -> bool:
-    return it.field in ODA_FIELDS or any(_signed(c) for c in it.children)
+    return it.field in ODA_FIELDS + DDA_FIELDS or any(_signed(c) for c in it.children)
 
 
-def _signed_record(profile: Profile, values: dict[str, str], r: DataRecord):
+def _asks_dda(profile: Profile) -> bool:
+    """Whether the profile's records hold an ICC key certificate (its cards do DDA)."""
+    def holds(it: Item) -> bool:
+        return it.field in DDA_FIELDS or any(holds(c) for c in it.children)
+    return any(holds(it) for _, df in profile.walk() for f in df.files for it in f.items)
+
+
+def _icc_key(values: dict[str, str], keys):
+    from .emv_icc import derive
+    if not values.get("pan"):
+        raise DataError("pan: the ICC key of the bank application is derived from the PAN")
+    return derive(keys, values["pan"], values.get("psn") or "00")
+
+
+def _icc_key_loads(k: KeyDecl, values: dict[str, str], under: KeyRef, here: str) -> list[SealedLoad]:
+    """The ICC private key's parts as key records, made by the provider when the script runs."""
+    from .emv_icc import PARTS, PART_BYTES
+
+    def part(n: int):
+        return lambda keys: _key_record(replace(k, id=n), PART_BYTES).with_value(_icc_key(values, keys).parts[n - 1]).write_data()
+    return [SealedLoad(0x01, n, part(n), under, f"ICC private key part {n}", f"{here}: key {KEY_RSA_PART:02X}/{n:02X}")
+            for n in range(1, PARTS + 1)]
+
+
+def _signed_record(r: DataRecord, values: dict[str, str], oda):
     def make(keys) -> bytes:
-        data = encode_item(r.item, {**values, **oda_values(profile, values, keys)})
+        data = encode_item(r.item, {**values, **oda(keys)})
         return build(0x00, 0xDC, r.number, (r.sfi << 3) | 0x04, data)
     return make
+
+
+def oda_once(profile: Profile, values: dict[str, str]):
+    """oda_values of one card as a function of the provider, computed once for all its signed records."""
+    memo: dict = {}
+
+    def get(keys) -> dict[str, str]:
+        if memo.get("keys") is not keys:
+            memo.clear()
+            memo.update(keys=keys, values=oda_values(profile, values, keys))
+        return memo["values"]
+    return get
 
 
 def oda_values(profile: Profile, values: dict[str, str], keys) -> dict[str, str]:
@@ -292,10 +331,28 @@ def oda_values(profile: Profile, values: dict[str, str], keys) -> dict[str, str]
     if not values.get("pan"):
         raise DataError("pan: the signed static data of the bank application needs the PAN")
     cert = issuer_certificate(keys, values["pan"], ISSUER_CERT_EXPIRY)
-    ssad = signed_static_data(keys, static_data(profile, values))
-    return {"emv_ca_index": cert[0x8F].hex(), "emv_issuer_cert": cert[0x90].hex(),
-            "emv_issuer_remainder": cert.get(0x92, b"").hex(), "emv_issuer_exponent": cert[0x9F32].hex(),
-            "emv_ssad": ssad.hex()}
+    static = static_data(profile, values)
+    ssad = signed_static_data(keys, static)
+    out = {"emv_ca_index": cert[0x8F].hex(), "emv_issuer_cert": cert[0x90].hex(),
+           "emv_issuer_remainder": cert.get(0x92, b"").hex(), "emv_issuer_exponent": cert[0x9F32].hex(),
+           "emv_ssad": ssad.hex()}
+    if _asks_dda(profile):
+        out.update(_dda_values(profile, values, keys, static))
+    return out
+
+
+def _dda_values(profile: Profile, values: dict[str, str], keys, static: bytes) -> dict[str, str]:
+    """The ICC public key certificate, exponent and remainder of one card (EMV Book 2 §6.4)."""
+    from .emv_icc import icc_certificate
+    _, df = profile.role("financial")
+    if not any(k.type == KEY_RSA_PART for k in df.keys):
+        raise DataError("the bank application's records hold an ICC certificate and it has no icc_rsa key")
+    if not values.get("pan_expiry"):
+        raise DataError("pan_expiry: the ICC certificate expires with the bank application")
+    psn = values.get("psn") or "00"
+    cert = icc_certificate(keys, _icc_key(values, keys), values["pan"], psn, values["pan_expiry"], static)
+    return {"emv_icc_cert": cert[0x9F46].hex(), "emv_icc_exponent": cert[0x9F47].hex(),
+            "emv_icc_remainder": cert.get(0x9F48, b"").hex()}
 
 
 ISSUER_CERT_EXPIRY = "1250"  # [ours] MMYY: the test issuer certificate outlives every card
@@ -324,8 +381,9 @@ def as_stored(record: bytes) -> bytes:
     return record
 
 
-def expected_record(profile: Profile, values: dict[str, str], rec: DataRecord, keys) -> bytes:
-    """What a personal record holds once written: signed records need the issuer keys."""
+def expected_record(profile: Profile, values: dict[str, str], rec: DataRecord, keys, oda=None) -> bytes:
+    """What a personal record holds once written: signed records need the issuer keys (and oda,
+    the card's oda_once, spares computing them again for each)."""
     if not _signed(rec.item):
         return rec.data
-    return encode_item(rec.item, {**values, **oda_values(profile, values, keys)})
+    return encode_item(rec.item, {**values, **(oda or oda_once(profile, values))(keys)})

@@ -54,20 +54,26 @@ def _bytes(n: int) -> bytes:
 
 def issuer_certificate(keys, pan: str, expiry_mmyy: str, serial: bytes = b"\x00\x00\x01") -> dict[int, bytes]:
     """8F, 90, 92, 9F32: the issuer public key certificate the CA signs (Book 2 §5.3, table 6)."""
-    ca_n, _ = keys.rsa_public(CA_KEY)
-    n_ca = (ca_n.bit_length() + 7) // 8
     mod, exp = keys.rsa_public(ISSUER_KEY)
     modulus, exponent = _bytes(mod), _bytes(exp)
     issuer_id = bytes.fromhex(pan[:8].ljust(8, "F"))
     head = bytes([0x02]) + issuer_id + bytes.fromhex(expiry_mmyy) + serial + bytes([SHA1, RSA, len(modulus), len(exponent)])
-    room = n_ca - 36
-    leftmost, remainder = modulus[:room].ljust(room, b"\xbb"), modulus[room:]
-    digest = hashlib.sha1(head + leftmost + remainder + exponent).digest()
-    cert = keys.rsa_private_op(CA_KEY, b"\x6a" + head + leftmost + digest + b"\xbc")
+    cert, remainder = certificate(keys, CA_KEY, head, modulus, exponent)
     out = {0x8F: bytes([CA_INDEX]), 0x90: cert, 0x9F32: exponent}
     if remainder:
         out[0x92] = remainder
     return out
+
+
+def certificate(keys, signer: str, head: bytes, modulus: bytes, exponent: bytes, signed_too: bytes = b"") -> tuple[bytes, bytes]:
+    """A public key certificate in EMV's recovery format (Book 2 tables 6 and 14): the signer's
+    signature of 6A ‖ head ‖ the key's leftmost bytes (BB-padded) ‖ SHA-1 ‖ BC, the hash also over
+    the remainder, the exponent and signed_too; returns it and the remainder."""
+    n, _ = keys.rsa_public(signer)
+    room = (n.bit_length() + 7) // 8 - len(head) - 22
+    leftmost, remainder = modulus[:room].ljust(room, b"\xbb"), modulus[room:]
+    digest = hashlib.sha1(head + leftmost + remainder + exponent + signed_too).digest()
+    return keys.rsa_private_op(signer, b"\x6a" + head + leftmost + digest + b"\xbc"), remainder
 
 
 def signed_static_data(keys, static_data: bytes, dac: bytes = b"\xda\xc1") -> bytes:

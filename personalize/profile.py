@@ -22,7 +22,7 @@ from cardos.access import AccessError, compile_access
 from cardos.card import CosConfig
 from cardos.crypto import Algorithm
 from cardos.files import (KEY_DES_ENC, KEY_DES_MAC, KEY_EXTERNAL, KEY_INTERNAL, KEY_MAINTENANCE, KEY_PIN, KEY_PIN_RELOAD,
-                          KEY_PIN_UNBLOCK, CyclicEF, DedicatedFile, ElementaryFile, KeyFile,
+                          KEY_PIN_UNBLOCK, KEY_RSA_PART, CyclicEF, DedicatedFile, ElementaryFile, KeyFile,
                           LinearFixedEF, TransparentEF, VariableRecordEF)
 from cardos.filesystem import MF_OVERHEAD
 from cardos.tlv import tlv
@@ -30,9 +30,9 @@ from terminal.psam import BFDE, DES_INIT, PSAM_AID, PsamKeySlot
 
 KEY_TYPES = {"external": KEY_EXTERNAL, "maintenance": KEY_MAINTENANCE, "pin_unblock": KEY_PIN_UNBLOCK,
              "pin_reload": KEY_PIN_RELOAD, "internal": KEY_INTERNAL, "pin": KEY_PIN,
-             "des_enc": KEY_DES_ENC, "des_mac": KEY_DES_MAC}
+             "des_enc": KEY_DES_ENC, "des_mac": KEY_DES_MAC, "icc_rsa": KEY_RSA_PART}
 FORMATS = ENCODINGS + ("tlv",)  # the card's encodings, and TLV for items that hold data objects
-BUILTIN = ("default", "sm4-3.00", "ss-1.00")
+BUILTIN = ("default", "sm4-3.00", "ss-1.00", "dda")
 
 
 def is_pin(text: str) -> bool:
@@ -170,7 +170,7 @@ for _ch in "0123456789abcdefABCDEF":
         0, ("tag:yaml.org,2002:str", re.compile(r"^[0-9A-Fa-f]{4}$")))
 
 def load(name_or_path: str | None = None) -> Profile:
-    """Load a profile by built-in name (default, sm4-3.00, ss-1.00) or path, and validate it."""
+    """Load a profile by built-in name (default, sm4-3.00, ss-1.00, dda) or path, and validate it."""
     doc = _read(name_or_path or "default", set())
     return build(doc)
 
@@ -363,6 +363,10 @@ def _key(k: dict, where: str, alg: Algorithm, access) -> KeyDecl:
     if kind not in KEY_TYPES:
         raise ProfileError(f"{where}.type: {kind!r} is not one of {', '.join(KEY_TYPES)}")
     t = KEY_TYPES[kind]
+    if t == KEY_RSA_PART:
+        # The ICC's RSA key (EMV DDA): derived per card by PAN, its parts are key records 01 and 02.
+        use, change = access(k.get("use", "always"), f"{where}.use"), access(k.get("change", "never"), f"{where}.change")
+        return KeyDecl(t, 0x01, None, use, change, 0, 0, None, "pan", alg, where, ())
     kid = _int(k.get("id", 0), f"{where}.id")
     tries = _int(k.get("tries", 3 if t != KEY_INTERNAL else 0), f"{where}.tries")
     if t != KEY_INTERNAL and not 1 <= tries <= 15:
@@ -402,6 +406,9 @@ def _levels(v, where: str) -> tuple[str, ...]:
 
 def _key_cost(k: KeyDecl) -> int:
     """EEPROM bytes a key takes in its key file: value length + 8."""
+    if k.type == KEY_RSA_PART:
+        from .emv_icc import PART_BYTES, PARTS
+        return PARTS * (PART_BYTES + 8)
     return ((len(k.initial_pin) + 1) // 2 if k.type == KEY_PIN else 16) + 8
 
 

@@ -38,6 +38,19 @@ class KeyLoad:
 
 
 @dataclass(frozen=True)
+class SealedLoad:
+    """WRITE KEY 84 D4 of a record the provider makes at run time (an ICC private key part):
+    make(keys) gives the whole key record, sealed and MACed under `under`; `shown` names it."""
+
+    p1: int
+    key_id: int
+    make: Callable[[SecurityModule], bytes]
+    under: KeyRef
+    shown: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class Secured:
     """GET CHALLENGE then a command whose data carries a MAC4 under `ref` (line protection)."""
 
@@ -60,7 +73,7 @@ class Computed:
     note: str = ""
 
 
-ScriptItem = Step | Authenticate | KeyLoad | Secured | Computed
+ScriptItem = Step | Authenticate | KeyLoad | SealedLoad | Secured | Computed
 
 
 class ScriptError(RuntimeError):
@@ -118,6 +131,9 @@ def run(transmit: Transmit, script: Iterable[ScriptItem], keys: SecurityModule |
             sealed = (keys.seal_key_record(item.under, item.prefix, item.target) if item.target
                       else keys.seal(item.under, item.prefix))
             flows.secured(tsend, keys, item.under, 0x84, 0xD4, item.p1, item.key_id, sealed, item.note)
+        elif isinstance(item, SealedLoad):
+            sealed = keys.seal(item.under, item.make(keys))
+            flows.secured(tsend, keys, item.under, 0x84, 0xD4, item.p1, item.key_id, sealed, item.note)
         elif isinstance(item, Computed):
             send(i, item.make(keys), item.note, False)
         elif isinstance(item, Secured):
@@ -161,8 +177,8 @@ def render(script: Iterable[ScriptItem], keys: SecurityModule | None = None, rev
                 value = keys.value_for_plain_load(item.target).hex().upper()
             shown = (item.prefix.hex().upper() + value) if reveal else f"{item.prefix[:5].hex().upper()}<key {item.target}>"
             lines.append(f"{f'80D4{item.p1:02X}{item.key_id:02X}{len(item.prefix) + 16:02X}{shown}':<48} # {i}: {item.note}")
-        elif isinstance(item, KeyLoad):
-            what = f"key {item.target}" if item.target else "record"
+        elif isinstance(item, (KeyLoad, SealedLoad)):
+            what = item.shown if isinstance(item, SealedLoad) else f"key {item.target}" if item.target else "record"
             lines.append(f"{'0084000008':<48} # {i}: {item.note}: challenge")
             lines.append(f"{f'84D4{item.p1:02X}{item.key_id:02X}.. seal({item.under}, {what}) MAC':<48} # {i}: {item.note}")
         elif isinstance(item, Computed):

@@ -6,7 +6,7 @@ from terminal import apdus, flows
 from terminal.factors import Factors
 from terminal.security import SecurityModule
 
-from .compiler import as_stored, expected_record, personal_records
+from .compiler import as_stored, expected_record, oda_once, personal_records
 from .profile import Profile
 from .readout import authenticate_reader
 
@@ -20,7 +20,7 @@ def verify_card(transport, profile: Profile, values: dict[str, str], keys: Secur
     send = flows.sender(transport)
     factors = Factors.of(transport.atr(), values.get("card_id"))
     records = personal_records(profile, values)
-    checked, current = 0, None
+    checked, current, oda = 0, None, oda_once(profile, values)
     for rec in records:
         df = rec.path[:-1]
         if df != current:
@@ -35,7 +35,7 @@ def verify_card(transport, profile: Profile, values: dict[str, str], keys: Secur
         where = f"{'/'.join(f'{p:04X}' for p in rec.path)} record {rec.number} (tag {rec.item.tag:02X})"
         if sw != 0x9000:
             raise VerifyError(f"read-back: {where} answered {sw:04X}")
-        if as_stored(data) != expected_record(profile, values, rec, keys):
+        if as_stored(data) != expected_record(profile, values, rec, keys, oda):
             raise VerifyError(f"read-back: {where} differs from what was written")
         checked += 1
     return checked

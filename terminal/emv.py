@@ -3,8 +3,9 @@
 Application selection through the PSE (or the AID list), GPO, the AFL's records, processing
 restrictions, offline plaintext PIN by the CVM list, floor limit, terminal action analysis,
 the first GENERATE AC, online authorisation with an issuer host, issuer authentication and the
-second GENERATE AC. Offline data authentication: SDA when the card offers it and the terminal
-holds the CA public key it names (else the TVR says ODA was not performed). Cryptograms,
+second GENERATE AC. Offline data authentication: DDA (INTERNAL AUTHENTICATE) when the card offers
+it, else SDA, when the terminal holds the CA public key the card names (else the TVR says ODA
+was not performed). Cryptograms,
 PINs and keys never appear in the steps: only their presence and length.
 """
 
@@ -25,6 +26,7 @@ CID_NAMES = {0x00: "AAC", 0x40: "TC", 0x80: "ARQC"}
 AAC, TC, ARQC = 0x00, 0x40, 0x80
 # Terminal action codes (Book 3 §10.7): go online on anything the IAC online names, decline on none.
 TAC_DENIAL, TAC_ONLINE, TAC_DEFAULT = bytes(5), bytes.fromhex("DC4004F800"), bytes.fromhex("0010000000")
+DEFAULT_DDOL = bytes.fromhex("9F3704")        # the terminal's, for a card without a DDOL (Book 3 §10.3)
 
 
 class TerminalError(Exception):
@@ -188,10 +190,10 @@ class Terminal:
         self.note("records read", f"PAN ...{pan[-4:]}, expiry {self.result.data[0x5F24].hex()[:4]}")
 
     def authenticate_offline(self, aid: bytes, aip: bytes) -> None:
-        """SDA (Book 2 §5): recover the issuer key from its certificate, then the signed static data."""
-        if not aip[0] & 0x40:
+        """Offline data authentication (Book 3 §10.3): DDA when the card offers it, else SDA (Book 2 §5-6)."""
+        if not aip[0] & 0x60:
             self.result.tvr[0] |= 0x80
-            self.note("offline data authentication", "not performed (the card offers no SDA)")
+            self.note("offline data authentication", "not performed (the card offers neither SDA nor DDA)")
             return
         d = self.result.data
         ca = self.ca_keys.get((aid[:5], (d.get(0x8F) or b"\xff")[0]))
@@ -200,12 +202,30 @@ class Terminal:
             self.note("offline data authentication", "not performed (no CA public key for the card's index)")
             return
         static = self._static + b"".join(d.get(t, b"") for t in parse_tag_list(d.get(0x9F4A, b"")))
-        why = sda_failure(ca, d, static)
+        kind, why = ("DDA", self._dda(ca, static)) if aip[0] & 0x20 else ("SDA", sda_failure(ca, d, static))
         if why:
-            self.result.tvr[0] |= 0x40
-            self.note("offline data authentication", f"SDA failed: {why}")
+            self.result.tvr[0] |= 0x08 if kind == "DDA" else 0x40
+            self.note("offline data authentication", f"{kind} failed: {why}")
         else:
-            self.note("offline data authentication", "SDA passed")
+            self.note("offline data authentication", f"{kind} passed")
+
+    def _dda(self, ca: tuple[int, int], static: bytes) -> str | None:
+        """Why DDA fails (None when it passes): issuer key, ICC key, then INTERNAL AUTHENTICATE's signature."""
+        d = self.result.data
+        try:
+            icc = icc_public_key(issuer_public_key(ca, d), d, static, self.now.date())
+            ddol = d.get(0x9F49) or DEFAULT_DDOL
+            if 0x9F37 not in (tag for tag, _ in parse_dol(ddol)):
+                raise TerminalError("the DDOL asks no unpredictable number")
+            d[0x9F37] = self._un()
+            data = self._dol(ddol)
+            answer, _ = self.send("INTERNAL AUTHENTICATE", build(0x00, 0x88, 0x00, 0x00, data, 0),
+                                  f"DDOL data of {len(data)} bytes")
+            sdad = _find(answer, 0x80) if answer[:1] == b"\x80" else _flatten(answer).get(0x9F4B, b"")
+            d[0x9F4C] = dynamic_number(icc, sdad or b"", data)
+        except (TerminalError, TlvError) as e:
+            return str(e)
+        return None
 
     def restrictions(self) -> None:
         expiry = self.result.data[0x5F24].hex()
@@ -348,37 +368,57 @@ def _recover(key: tuple[int, int], data: bytes) -> bytes:
     return pow(int.from_bytes(data, "big"), e, n).to_bytes(size, "big")
 
 
-def _recover_format(key: tuple[int, int], data: bytes, fmt: int, what: str) -> bytes:
-    """A signature recovered and framed as Book 2 says: 6A, the format byte, …, BC."""
+def _recover_signed(key: tuple[int, int], data: bytes, fmt: int, what: str, tail: bytes = b"") -> bytes:
+    """A signature recovered and checked as Book 2 says: 6A, the format byte, …, SHA-1 of the
+    block's body and the data signed beside it (tail), BC."""
     block = _recover(key, data)
     if block[0] != 0x6A or block[-1] != 0xBC or block[1] != fmt:
         raise TerminalError(f"{what} does not recover")
+    if hashlib.sha1(block[1:-21] + tail).digest() != block[-21:-1]:
+        raise TerminalError(f"{what}'s hash is wrong")
     return block
 
 
 def sda_failure(ca: tuple[int, int], d: dict[int, bytes], static: bytes) -> str | None:
     """Why SDA fails (None when it passes): Book 2 §5.3 steps for 90, then §5.4 for 93."""
     try:
-        _check_sda(ca, d, static)
+        _recover_signed(issuer_public_key(ca, d), d.get(0x93, b""), 0x03, "the signed static data", static)
     except TerminalError as e:
         return str(e)
     return None
 
 
-def _check_sda(ca: tuple[int, int], d: dict[int, bytes], static: bytes) -> None:
-    cert = _recover_format(ca, d.get(0x90, b""), 0x02, "the issuer certificate")
-    body, digest = cert[1:-21], cert[-21:-1]
+def issuer_public_key(ca: tuple[int, int], d: dict[int, bytes]) -> tuple[int, int]:
+    """The issuer public key from its certificate 90 (Book 2 §5.3, §6.3)."""
     exponent, remainder = d.get(0x9F32, b""), d.get(0x92, b"")
-    if hashlib.sha1(body + remainder + exponent).digest() != digest:
-        raise TerminalError("the issuer certificate's hash is wrong")
+    cert = _recover_signed(ca, d.get(0x90, b""), 0x02, "the issuer certificate", remainder + exponent)
     pan = d.get(0x5A, b"").hex().upper()
     if not pan.startswith(cert[2:6].hex().upper().rstrip("F")):
         raise TerminalError("the issuer identifier does not match the PAN")
     modulus = (cert[15:-21] + remainder)[:cert[13]]
-    issuer = (int.from_bytes(modulus, "big"), int.from_bytes(exponent, "big"))
-    ssad = _recover_format(issuer, d.get(0x93, b""), 0x03, "the signed static data")
-    if hashlib.sha1(ssad[1:-21] + static).digest() != ssad[-21:-1]:
-        raise TerminalError("the static data's hash is wrong")
+    return int.from_bytes(modulus, "big"), int.from_bytes(exponent, "big")
+
+
+def icc_public_key(issuer: tuple[int, int], d: dict[int, bytes], static: bytes, today: dt.date) -> tuple[int, int]:
+    """The ICC public key from its certificate 9F46, whose hash covers the static data (Book 2 §6.4)."""
+    exponent, remainder = d.get(0x9F47, b""), d.get(0x9F48, b"")
+    cert = _recover_signed(issuer, d.get(0x9F46, b""), 0x04, "the ICC certificate", remainder + exponent + static)
+    if cert[2:12].hex().upper().rstrip("F") != d.get(0x5A, b"").hex().upper().rstrip("F"):
+        raise TerminalError("the ICC certificate is for another PAN")
+    mmyy = cert[12:14].hex()
+    if not mmyy.isdigit() or mmyy[2:] + mmyy[:2] < today.strftime("%y%m"):
+        raise TerminalError("the ICC certificate has expired")
+    modulus = (cert[21:-21] + remainder)[:cert[19]]
+    return int.from_bytes(modulus, "big"), int.from_bytes(exponent, "big")
+
+
+def dynamic_number(icc: tuple[int, int], sdad: bytes, ddol_data: bytes) -> bytes:
+    """The ICC dynamic number (9F4C) of signed dynamic application data that verifies (Book 2 §6.5.2)."""
+    block = _recover_signed(icc, sdad, 0x05, "the signed dynamic data", ddol_data)
+    dynamic = block[4 : 4 + block[3]]
+    if block[2] != 0x01 or not dynamic or dynamic[0] + 1 > len(dynamic):
+        raise TerminalError("the signed dynamic data holds no ICC dynamic number")
+    return dynamic[1 : 1 + dynamic[0]]
 
 
 def _find(data: bytes, tag: int) -> bytes | None:

@@ -16,8 +16,8 @@ from personalize import cardholders, lifecycle, virtual
 from personalize.keys import KeyRef
 from reader_bridge.transport import InProcess
 from terminal.emv import Terminal
-from tests.pcsc_env import READERS, serving, start_pcscd, stop_pcscd
-from tests.ss import keys, prof
+from tests.pcsc_env import READERS, ROOT, serving, start_pcscd, stop_pcscd
+from tests.ss import key_file, keys, prof
 
 pytestmark = [pytest.mark.pcsc,
               pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning")]
@@ -32,9 +32,9 @@ def pcscd():
     stop_pcscd()
 
 
-def _image(tmp_path):
-    c = virtual.make(prof(), cardholders.sample(), keys(), virtual.chip_serial(str(tmp_path)))
-    lifecycle.perform(InProcess(c), lifecycle.life_script("activate", prof(), c.atr[-8:]), keys())
+def _image(tmp_path, name="default"):
+    c = virtual.make(prof(name), cardholders.sample(), keys(name), virtual.chip_serial(str(tmp_path)))
+    lifecycle.perform(InProcess(c), lifecycle.life_script("activate", prof(name), c.atr[-8:]), keys(name))
     path = tmp_path / "card.json"
     image.save(c, path)
     return path, c.atr
@@ -85,8 +85,9 @@ def _gacs(log):
     return [(a, r) for a, r in log if a[:2] == b"\x80\xae" and r[-2:] == b"\x90\x00"]
 
 
-def test_emvtool_lists_the_application_and_reads_its_data(tmp_path):
-    path, atr = _image(tmp_path)
+@pytest.mark.parametrize("name", ["default", "dda"])
+def test_emvtool_lists_the_application_and_reads_its_data(tmp_path, name):
+    path, atr = _image(tmp_path, name)
     with serving(path, atr) as (t, _):
         t.close()
         from smartcard.System import readers
@@ -139,3 +140,17 @@ def test_atc_survives_a_power_cycle_and_a_serve_restart(tmp_path):
     with serving(path, atr) as (t, _):
         r = Terminal(t.transmit, 100, floor_limit=10000).run()
         assert r.cryptograms[0][1] == atc + 1
+
+
+def test_sscard_pay_performs_dda_through_pcscd(tmp_path):
+    path, atr = _image(tmp_path, "dda")
+    keyfile = key_file(tmp_path / "keys.json", "pcsc test passphrase", "dda")
+    with serving(path, atr) as (t, _):
+        t.close()
+        r = subprocess.run([sys.executable, "-m", "cli", "pay", "--reader", READERS[0], "--amount", "12.34",
+                            "--floor-limit", "100", "--pin", "--ca", keyfile], input="888888\n", cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    assert any(line.startswith("9000  INTERNAL AUTHENTICATE") for line in lines), r.stdout
+    assert "offline data authentication: DDA passed" in r.stdout and r.stdout.strip().endswith("12.34: approved offline")

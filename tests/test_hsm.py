@@ -397,3 +397,16 @@ def test_the_emv_rsa_keys_sign_inside_the_token_as_the_key_file_does_and_never_l
         assert token.rsa_private_op(name, block) == soft.rsa_private_op(name, block)
         sensitive, extractable = token._session.getAttributeValue(token._rsa[name], [LL.CKA_SENSITIVE, LL.CKA_EXTRACTABLE])
         assert sensitive and not extractable
+
+
+@pytest.mark.hsm
+def test_a_dda_card_made_with_the_token_is_the_one_the_key_file_makes(token):
+    """The ICC key's seed is the issuer key's signature, made inside the token: same key, same card."""
+    from personalize import emv_icc, virtual
+    from tests.ss import prof
+    token.require_profile(prof("dda"))
+    made = []
+    for provider in (keys(), token):
+        emv_icc._generate.cache_clear()
+        made.append(image.to_document(virtual.make(prof("dda"), cardholders.sample(), provider, b"\x02" * 8)))
+    assert made[0] == made[1]
