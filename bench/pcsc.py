@@ -1,7 +1,7 @@
 """Through PC/SC: pyscard → pcscd → vpcd → our card, against an echo card on the same path, in
-the same session, alternated; then personalization through PC/SC with the card feeder.
+the same session, alternated mix by mix; then personalization through PC/SC with the card feeder.
 
-Targets: our card ≥ 90 % of the echo card's APDU rate; one card personalized < 300 ms.
+Targets: our card ≥ 95 % of the echo card's APDU rate; one card personalized < 300 ms.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, alternate, stats
+from common import ROOT, interleave, stats
 from results import Results
 
 
@@ -75,10 +75,12 @@ def main() -> None:
                     t.transmit_raw(a)
                 return len(mix)
             return go
-        figures = alternate({"sscard": run_on(t_ours), "echo": run_on(t_echo)}, rounds=7, seconds=1.0)
+        # Mix by mix: on a shared machine, rounds of a second each saw the echo card against itself
+        # anywhere from 43 % to 110 %; turn by turn it stays within a few per cent of 100 %.
+        figures = interleave({"sscard": run_on(t_ours), "echo": run_on(t_echo)}, blocks=10, seconds=1.0)
         t_ours.close()
         t_echo.close()
-        share = stats(figures["sscard"])[0] / stats(figures["echo"])[0]
+        shares = [ours / echo * 100 for ours, echo in zip(figures["sscard"], figures["echo"])]
         for p in procs:
             p.send_signal(signal.SIGTERM)
             p.wait(timeout=15)
@@ -121,7 +123,8 @@ def main() -> None:
     out = Results("pcsc", "through PC/SC: pyscard -> pcscd -> vpcd")
     out.add("serve_rate", "sscard serve, shared mix", figures["sscard"], "APDU/s")
     out.add("echo_rate", "echo card, same APDUs", figures["echo"], "APDU/s")
-    out.add("serve_share", "sscard / echo", share * 100, "%", target=">= 95 %", met=share >= 0.95)
+    share = stats(shares)[0]
+    out.add("serve_share", "sscard / echo, block by block", shares, "%", target=">= 95 %", met=share >= 95)
     ms = [s * 1000 for s in per_card]
     out.add("perso_ms", "one card personalized (keys, data, read-back)", ms, "ms", higher_is_better=False,
             target="< 300 ms", met=stats(ms)[0] < 300)
