@@ -85,8 +85,8 @@ def main() -> None:
                 return len(mix)
             return go
         cpu_before = [_cpu_seconds(p.pid) for p in procs]
-        # Mix by mix: on a shared machine, rounds of a second each saw the echo card against itself
-        # anywhere from 43 % to 110 %; turn by turn it stays within a few per cent of 100 %.
+        # Mix by mix: on a shared machine, rounds of a second each put the echo card against itself
+        # anywhere from 43 % to 157 %; turn by turn the median of the blocks stays within 96-101 %.
         figures = interleave({"sscard": run_on("sscard", t_ours), "echo": run_on("echo", t_echo)},
                              blocks=10, seconds=1.0)
         # What each server spends per APDU, kernel included: this moves far less with the load.
