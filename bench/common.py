@@ -36,6 +36,28 @@ def alternate(contenders: dict[str, Callable[[], int]], rounds: int = 7, seconds
     return out
 
 
+def interleave(contenders: dict[str, Callable[[], int]], blocks: int = 10,
+               seconds: float = 1.0) -> dict[str, list[float]]:
+    """Run the contenders call by call in turn, so a stall of the machine hits each of them alike;
+    each block of about `seconds` gives each contender one rate (its operations over its own time)."""
+    clock = time.perf_counter
+    out: dict[str, list[float]] = {name: [] for name in contenders}
+    for fn in contenders.values():   # warm-up
+        rate(fn, 0.1)
+    for _ in range(blocks):
+        done = dict.fromkeys(contenders, 0)
+        spent = dict.fromkeys(contenders, 0.0)
+        end = clock() + seconds
+        while clock() < end:
+            for name, fn in contenders.items():
+                t0 = clock()
+                done[name] += fn()
+                spent[name] += clock() - t0
+        for name in contenders:
+            out[name].append(done[name] / spent[name])
+    return out
+
+
 def stats(values: list[float]) -> tuple[float, float, float]:
     return statistics.median(values), min(values), max(values)
 

@@ -10,6 +10,7 @@ from cardos.card import Card
 
 log = logging.getLogger("sscard.persist")
 log.addHandler(logging.NullHandler())  # a one-shot command reports the error itself, in one line
+_MISSING = object()
 
 
 class ImageSaver:
@@ -30,9 +31,7 @@ class ImageSaver:
     def __call__(self, card: Card) -> None:
         store = card.store
         touched, store.touched = store.touched, set()
-        missing = object()
-        if self.error is None and not store.buffer and all(
-                store.data.get(k, missing) == self.saved.get(k, missing) for k in touched):
+        if self.error is None and not store.buffer and self._unchanged(store.data, touched):
             return
         if self.error is not None and not store.buffer and store.data == self.saved:
             self.error = None        # changed and changed back: the image on disk is right again
@@ -44,9 +43,29 @@ class ImageSaver:
                 log.warning("%s; the card keeps running in memory", e)
             self.error = str(e)
             return
-        self.saved = dict(store.data)
+        if self.error is None:
+            # Only the touched keys can differ from the last image: no copy of the whole store.
+            self._remember(store.data, touched)
+        else:
+            self.saved = dict(store.data)    # what failed saves missed is not in touched
         self.writes += 1
         self.error = None
+
+    def _unchanged(self, data: dict, touched: set) -> bool:
+        saved = self.saved
+        for key in touched:
+            if data.get(key, _MISSING) != saved.get(key, _MISSING):
+                return False
+        return True
+
+    def _remember(self, data: dict, touched: set) -> None:
+        saved = self.saved
+        for key in touched:
+            value = data.get(key, _MISSING)
+            if value is _MISSING:
+                saved.pop(key, None)
+            else:
+                saved[key] = value
 
     def retarget(self, path: str, card: Card) -> None:
         """Follow the next card of a feeder."""

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import struct
 import threading
 from collections.abc import Callable
 
@@ -78,15 +77,15 @@ class VpcdLink:
 
     def _receive(self, sock: socket.socket, buf: bytearray) -> bytes:
         self._fill(sock, buf, 2)
-        length = (buf[0] << 8) | buf[1]
-        self._fill(sock, buf, 2 + length)
-        msg = bytes(buf[2 : 2 + length])
-        del buf[: 2 + length]
+        end = 2 + ((buf[0] << 8) | buf[1])
+        self._fill(sock, buf, end)
+        msg = bytes(memoryview(buf)[2:end])
+        del buf[:end]
         return msg
 
     @staticmethod
     def _send(sock: socket.socket, payload: bytes) -> None:
-        sock.sendall(struct.pack(">H", len(payload)) + payload)
+        sock.sendall(len(payload).to_bytes(2, "big") + payload)
 
     # -- one message ----------------------------------------------------------------------------
     def handle(self, msg: bytes) -> bytes | None:
@@ -106,13 +105,16 @@ class VpcdLink:
             else:
                 self.card.power_on()
             return None
-        before = self.card.store.commits
-        resp = self.card.transmit(msg)
+        card = self.card
+        store = card.store
+        before = store.commits
+        resp = card.transmit(msg)
         self.apdus += 1
         if log.isEnabledFor(logging.INFO):
             log.info("port %d: %s -> %s", self.port, redact.command(msg), self._redactor.response(msg, resp))
-        if self.card.store.commits != before and self.on_change is not None:
-            self.on_change(self.card)
+        # Saved before the answer leaves: a reader that has the answer has a card that keeps it.
+        if store.commits != before and self.on_change is not None:
+            self.on_change(card)
         return resp
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -148,6 +150,7 @@ class VpcdLink:
         self.connected.set()
         log.info("port %d: connected to vpcd", self.port)
         buf = bytearray()
+        timeout = None
         try:
             while not self.stop.is_set():
                 answer = self.handle(self._receive(sock, buf))
@@ -155,7 +158,11 @@ class VpcdLink:
                     self._send(sock, answer)
                 # After a real 00/01/02 vpcd speaks again within a poll (~0.4 s); silence means
                 # it took a 1-byte APDU for that control and waits for an answer that none gets.
-                sock.settimeout(self.silence_after_control if answer is None else None)
+                # Set only when it changes: each setting is a system call, and APDUs keep it None.
+                wanted = self.silence_after_control if answer is None else None
+                if wanted != timeout:
+                    sock.settimeout(wanted)
+                    timeout = wanted
         except CardSwap:
             log.info("port %d: card swapped", self.port)
         except TimeoutError:

@@ -1,6 +1,7 @@
 """The vpcd link against a stand-in vpcd on loopback: framing, controls, partial reads, reconnects."""
 
 import contextlib
+import os
 import socket
 import struct
 
@@ -161,3 +162,78 @@ def test_on_shutdown_the_link_returns_once_vpcd_has_polled_the_slot_empty():
         assert not thread.is_alive()
         probe.close()
         conn.close()
+
+
+# -- the image kept in step, and nothing written for what changed nothing ------------------------
+_RIGHT_PIN, _WRONG_PIN = "0020000003123456", "0020000003999999"
+_UNCHANGING = ("00A40000023F00", "0084000008", "00A404000B" + b"SSCARD.DEMO".hex())
+
+
+def _served_demo(tmp_path):
+    from cardos import image
+    from personalize.demo import demo_card
+    from reader_bridge.persist import ImageSaver
+    from tests.util import select_demo
+
+    c = demo_card()
+    select_demo(c)
+    path = tmp_path / "card.json"
+    image.save(c, path)
+    return c, path, ImageSaver(str(path), c)
+
+
+def test_over_a_socket_a_changing_apdu_is_on_disk_before_its_answer_and_a_reading_one_writes_nothing(
+        tmp_path, monkeypatch):
+    from cardos import image
+    c, path, saver = _served_demo(tmp_path)
+    on_disk_at_answer = []
+    send = VpcdLink._send
+
+    def watched_send(sock, payload):
+        on_disk_at_answer.append((image.load(path).store.data, os.stat(path).st_ino))
+        send(sock, payload)
+    monkeypatch.setattr(VpcdLink, "_send", staticmethod(watched_send))
+    srv, port = _listener()
+    link = VpcdLink(c, port=port, on_change=saver)
+    thread = link.start()
+    try:
+        conn, _ = srv.accept()
+        conn.settimeout(10)
+        conn.sendall(_frame(bytes.fromhex(_WRONG_PIN)))
+        assert _read_frame(conn)[:2] == b"\x63\xC5"
+        assert on_disk_at_answer[-1][0] == c.store.data            # the decrement was saved first
+        inode = on_disk_at_answer[-1][1]
+        for apdu in _UNCHANGING:
+            conn.sendall(_frame(bytes.fromhex(apdu)))
+            assert _read_frame(conn)[-2:] == b"\x90\x00"
+        conn.sendall(_frame(bytes.fromhex(_RIGHT_PIN)))            # restores the counter: a change
+        assert _read_frame(conn) == b"\x90\x00"
+        assert on_disk_at_answer[-1][0] == c.store.data
+        conn.sendall(_frame(bytes.fromhex(_RIGHT_PIN)))            # decrements and restores: none
+        assert _read_frame(conn) == b"\x90\x00"
+        conn.close()
+    finally:
+        link.shutdown()
+        srv.close()
+        thread.join(5)
+    inodes = [i for _, i in on_disk_at_answer]
+    assert inodes[1:1 + len(_UNCHANGING)] == [inode] * len(_UNCHANGING)
+    assert inodes[-1] == inodes[-2] != inode
+    assert saver.writes == 2
+
+
+@settings(max_examples=25, deadline=None)
+@given(steps=st.lists(st.sampled_from((_RIGHT_PIN, _WRONG_PIN) + _UNCHANGING), min_size=1, max_size=14))
+def test_after_every_apdu_the_image_holds_the_card_and_only_changes_rewrite_it(tmp_path_factory, steps):
+    from cardos import image
+    c, path, saver = _served_demo(tmp_path_factory.mktemp("img"))
+    link = VpcdLink(c, port=1, on_change=saver)
+    writes = 0
+    for apdu in steps:
+        before, inode = dict(c.store.data), os.stat(path).st_ino
+        link.handle(bytes.fromhex(apdu))      # the link sends the answer only once this returns
+        changed = c.store.data != before
+        writes += changed
+        assert image.load(path).store.data == c.store.data
+        assert (os.stat(path).st_ino != inode) == changed, apdu
+    assert saver.writes == writes
