@@ -71,7 +71,7 @@ class FileSpec:
 
     @property
     def sfi(self) -> int:
-        # Social security cards take the SFI from the FID's low 5 bits (spec §3b).
+        # The SFI is the FID's low 5 bits, as on the cards of spec §3b (FMCOS proper gives one only to 0001-001F).
         return self.fid & 0x1F
 
 
