@@ -102,8 +102,6 @@ class Card:
         self.powered = True
         return self.config.atr
 
-    reset = power_on
-
     def power_off(self) -> None:
         self.store.rollback()
         self.session = Session()

@@ -163,11 +163,6 @@ class ElementaryFile(FileSpec):
         return self.TYPE | (FLAG_MAC if self.mac else 0) | (FLAG_ENC if self.enc else 0)
 
     @property
-    def read_key_id(self) -> int:
-        """Line-protection key for secured reads, from control bits 4-3 (11→00 … 00→03)."""
-        return 3 - ((self.control >> 2) & 3)
-
-    @property
     def write_key_id(self) -> int:
         """Line-protection key for secured writes, from control bits 2-1."""
         return 3 - (self.control & 3)

@@ -10,7 +10,7 @@ from cardos.apdu import build
 from cardos.crypto import Algorithm, mac4, pad80, retail_mac
 from personalize import fmcos
 from personalize.demo import DEMO_KEYS
-from tests.util import challenge, select_demo, tx
+from tests.util import challenge, external_authenticate_apdu, select_demo, tx
 
 
 def _answer(card, apdu) -> bytes:
@@ -25,7 +25,7 @@ def test_successful_pin_and_authentication_commands_answer_9000_and_nothing_else
     new = bytes.fromhex("123456")
     assert _answer(card, build(0x80, 0x5E, 0x00, 0x00, new + mac4(Algorithm.TDES, DEMO_KEYS["df_reload"], b"", new))) \
         == b"\x90\x00"
-    auth = fmcos.external_authenticate(Algorithm.TDES, DEMO_KEYS["df_read"], challenge(card), 0x01)
+    auth = external_authenticate_apdu(Algorithm.TDES, DEMO_KEYS["df_read"], challenge(card), 0x01)
     assert _answer(card, auth) == b"\x90\x00"
 
 

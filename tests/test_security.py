@@ -16,7 +16,8 @@ from personalize.demo import DEMO_KEYS, FACTORY_KEY_VALUE, blank_card
 from personalize.keys import KeyRef, SoftwareKeys
 from personalize.script import Authenticate, run
 from reader_bridge.transport import InProcess
-from tests.util import authenticate, challenge, ok, secured, select_demo, sw
+from tests.util import (authenticate, challenge, external_authenticate_apdu, ok, secured, select_demo, sw,
+                        write_key_secured_apdu)
 
 
 @pytest.mark.parametrize("right, mf, df, expected", [
@@ -123,9 +124,9 @@ def test_challenge_is_single_use_and_the_last_one_counts(card):
     select_demo(card)
     first = challenge(card)
     second = challenge(card)
-    stale = fmcos.external_authenticate(Algorithm.TDES, DEMO_KEYS["df_read"], first, 0x01)
+    stale = external_authenticate_apdu(Algorithm.TDES, DEMO_KEYS["df_read"], first, 0x01)
     assert sw(card, stale) == 0x63C2                            # the earlier challenge is gone
-    good = fmcos.external_authenticate(Algorithm.TDES, DEMO_KEYS["df_read"], challenge(card), 0x01)
+    good = external_authenticate_apdu(Algorithm.TDES, DEMO_KEYS["df_read"], challenge(card), 0x01)
     assert sw(card, good) == 0x9000
     assert sw(card, good) == SW.REFERENCE_DATA_UNUSABLE         # consumed by its use
     assert first != second
@@ -166,9 +167,9 @@ def test_mac_write_stands_for_the_write_right(card):
 def test_secured_write_key_replaces_a_pin_and_keys_never_read_back(card):
     select_demo(card)
     pin = KeyRecord(KEY_PIN, 0x00, 0xF0, 0xEF, bytes.fromhex("246813"), next_state=1, max_tries=6, tries_left=6)
-    apdu = fmcos.write_key_secured(pin, Algorithm.TDES, DEMO_KEYS["df_master"], challenge(card), replace=True)
+    apdu = write_key_secured_apdu(pin, Algorithm.TDES, DEMO_KEYS["df_master"], challenge(card))
     assert sw(card, apdu) == 0x9000                             # the MAC is the authority
-    forged = fmcos.write_key_secured(pin, Algorithm.TDES, bytes(16), challenge(card), replace=True)
+    forged = write_key_secured_apdu(pin, Algorithm.TDES, bytes(16), challenge(card))
     assert sw(card, forged) == SW.MAC_WRONG
     assert sw(card, fmcos.write_key(pin, replace=True)) == SW.SECURITY_NOT_SATISFIED  # PIN: never in plain
     assert sw(card, "0020000003123456") == 0x63C5
