@@ -1,11 +1,13 @@
 """The FMCOS security model: access bytes, PIN and key counters, authentication, secured writes."""
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from cardos import sw as SW
-from cardos.access import AccessError, compile_access, permits
+from cardos.access import AccessError, compile_access, describe, permits
 from cardos.apdu import build
 from cardos.crypto import Algorithm, diversify, encrypt_ecb, mac4, seal
 from cardos.files import KEY_PIN, KeyRecord
@@ -42,6 +44,37 @@ def test_compile_access_symbols():
         compile_access("pin|key:04", creds)
     with pytest.raises(AccessError, match="unknown credential"):
         compile_access("key:99", creds)
+
+
+def test_compile_access_takes_aliases_hex_levels_and_refuses_levels_out_of_1_to_15():
+    assert [compile_access(c, {}) for c in ("free", " 00 ", "ALWAYS", "mf:0x0F", "state:0x2", "mf:1")] == \
+        [0x00, 0x00, 0x00, 0x0F, 0xF2, 0x01]
+    for cond, why in (("mf:0", "must be 1..15, not 0"), ("state:16", "must be 1..15, not 16"),
+                      ("mf:two", "in 'mf:two' is not a number"), (" | ", "empty access condition")):
+        with pytest.raises(AccessError, match=re.escape(why)):
+            compile_access(cond, {})
+
+
+@pytest.mark.parametrize("right, words", [
+    (0x00, "always"), (0xF0, "always"), (0x03, "MF state >= 3"), (0xF1, "DF state 1..F"), (0x31, "DF state 1..3"),
+    (0x22, "DF state = 2"), (0xEF, "never"), (0x12, "never"), (0x0C, "MF state >= C"), (0xEA, "DF state A..E"),
+])
+def test_an_access_byte_in_words(right, words):
+    assert describe(right) == words
+
+
+@given(st.integers(0, 255), st.integers(0, 15), st.integers(0, 15))
+def test_the_words_for_an_access_byte_say_what_the_card_admits(right, mf, df):
+    words = describe(right)
+    if words in ("always", "never"):
+        assert permits(right, mf, df) is (words == "always")
+    elif words.startswith("MF state >= "):
+        assert permits(right, mf, df) is (mf >= int(words[12:], 16))
+    elif words.startswith("DF state = "):
+        assert permits(right, mf, df) is (df == int(words[11:], 16))
+    else:
+        lo, hi = (int(n, 16) for n in words[len("DF state "):].split(".."))
+        assert permits(right, mf, df) is (lo <= df <= hi)
 
 
 @given(st.integers(0, 255), st.integers(0, 15), st.integers(0, 15))
