@@ -13,6 +13,7 @@ from cardos.crypto import Algorithm, diversify, encrypt_ecb, mac4, seal
 from cardos.files import KEY_PIN, KeyRecord
 from personalize import fmcos
 from cardos import CosConfig
+from conformance.faults import with_faults
 from personalize.compiler import FACTORY_KEY
 from personalize.demo import DEMO_KEYS, FACTORY_KEY_VALUE, blank_card
 from personalize.keys import KeyRef, SoftwareKeys
@@ -55,6 +56,18 @@ def test_compile_access_takes_aliases_hex_levels_and_refuses_levels_out_of_1_to_
             compile_access(cond, {})
 
 
+def test_compile_access_refuses_a_range_that_would_admit_a_credential_not_named():
+    creds = {"a": 1, "b": 2, "c": 2, "d": 1}
+    with pytest.raises(AccessError, match=re.escape("would also admit c, d")):
+        compile_access("a|b", creds)                           # c shares b's state (top), d a's (bottom)
+    with pytest.raises(AccessError, match=re.escape("would also admit a")):
+        compile_access("d", creds)
+    with pytest.raises(AccessError, match=re.escape("security level in 'pin' must be 1..15, not 16")):
+        compile_access("pin", {"pin": 16})
+    with pytest.raises(AccessError, match="not a number"):
+        compile_access("mf:1:2", creds)
+
+
 @pytest.mark.parametrize("right, words", [
     (0x00, "always"), (0xF0, "always"), (0x03, "MF state >= 3"), (0xF1, "DF state 1..F"), (0x31, "DF state 1..3"),
     (0x22, "DF state = 2"), (0xEF, "never"), (0x12, "never"), (0x0C, "MF state >= C"), (0xEA, "DF state A..E"),
@@ -95,6 +108,20 @@ def test_pin_counter_sequence_restore_and_lock(card):
     assert [sw(card, "0020000003999999") for _ in range(6)][-1] == 0x63C0
     assert sw(card, "0020000003123456") == SW.BLOCKED
     assert sw(card, "805E0100" + "07" + "123456FF654321") == SW.BLOCKED
+
+
+def test_the_pin_counter_stuck_fault_stops_only_the_pin_counter(card):
+    card = with_faults(card, ["pin-counter-stuck"])
+    select_demo(card)
+    assert [sw(card, "0020000003999999") for _ in range(3)] == [0x63C6] * 3
+    assert [authenticate(card, 0x01, bytes(16)) for _ in range(2)] == [0x63C2, 0x63C1]   # keys still count
+
+
+def test_the_read_rights_ignored_fault_opens_reads_only(card):
+    card = with_faults(card, ["read-rights-ignored"])
+    select_demo(card)
+    assert ok(card, "00B0810004") == b"ssca"                   # key 01's file, no authentication
+    assert sw(card, "00D681000100") == SW.SECURITY_NOT_SATISFIED
 
 
 def test_pin_opens_what_it_guards_and_dies_with_the_session(card):
