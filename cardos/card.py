@@ -193,7 +193,7 @@ class Card:
 
     def require(self, right: int, what: str = "") -> None:
         """Raise 6982 unless the current security state admits the access byte."""
-        if not self.security.permits(right) and not any(h.waives(right, what) for h in self.hooks):
+        if not self.security.permits(right) and not any(h.waives(what) for h in self.hooks):
             raise CardError(sw.SECURITY_NOT_SATISFIED, what)
 
     def enter_df(self, path: Path) -> None:

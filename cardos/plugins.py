@@ -16,7 +16,7 @@ HOOK_GROUP = "sscard.hooks"
 class Hook:
     """A plug-in the card consults at its checks; this base bends none of them."""
 
-    def waives(self, right: int, what: str) -> bool:
+    def waives(self, what: str) -> bool:
         """Whether an access the security state refuses goes through; what names it (read, write, key use …)."""
         return False
 

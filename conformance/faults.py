@@ -20,7 +20,7 @@ class PinCounterStuck(Hook):
 class ReadRightsIgnored(Hook):
     """Every file reads without its access condition."""
 
-    def waives(self, right: int, what: str) -> bool:
+    def waives(self, what: str) -> bool:
         return what == "read"
 
 
