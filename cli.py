@@ -87,6 +87,7 @@ def image() -> None:
 def image_new(path: str, profile: str | None, keys_path: str | None, blank: bool, activate: bool,
               serial: str | None, faults: tuple[str, ...], force: bool, make_psam: bool, region: str | None) -> None:
     """Write a new card image: the profile's card personalized for a sample cardholder, or a PSAM."""
+    from conformance.faults import with_faults
     from personalize import cardholders, virtual
     from personalize.script import ScriptError
     absent(path, force)
@@ -104,7 +105,7 @@ def image_new(path: str, profile: str | None, keys_path: str | None, blank: bool
     with failing(ScriptError, "making the card: "):
         card = virtual.issued(prof, holder, keys, chip, activate)
     with failing(ValueError, "--fault: "):
-        card = _save(virtual.with_faults(card, faults) if faults else card, path)
+        card = _save(with_faults(card, faults) if faults else card, path)
     note = "" if keys_path else " (published demo keys: never for real cards)"
     click.echo(f"{path}: {prof.name} card of {holder['name']} {holder['card_number']}, "
                f"{card.fs.used()} of {card.config.capacity} bytes used{note}")

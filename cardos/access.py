@@ -87,9 +87,9 @@ def describe(right: int) -> str:
     if right == ALWAYS:
         return "always"
     if x == 0:
-        return f"MF state >= {y}"
+        return f"MF state >= {y:X}"
     if x > y:
-        return "always" if (y == 0 and x == 0xF) else f"DF state {y}..{x:X}"
+        return "always" if (y == 0 and x == 0xF) else f"DF state {y:X}..{x:X}"
     if x == y:
         return f"DF state = {x:X}"
     return "never"

@@ -39,14 +39,6 @@ class Apdu:
     def header(self) -> bytes:
         return bytes((self.cla, self.ins, self.p1, self.p2))
 
-    def to_bytes(self) -> bytes:
-        out = self.header
-        if self.lc_present:
-            out += bytes([len(self.data)]) + self.data
-        if self.le is not None:
-            out += bytes([self.le & 0xFF])
-        return out
-
 
 def parse(raw: bytes) -> Apdu:
     """Parse a short APDU; a length that fits no case raises 6700."""

@@ -71,7 +71,7 @@ class FileSpec:
 
     @property
     def sfi(self) -> int:
-        # Social security cards take the SFI from the FID's low 5 bits (spec §3b).
+        # The SFI is the FID's low 5 bits, as on the cards of spec §3b (FMCOS proper gives one only to 0001-001F).
         return self.fid & 0x1F
 
 
@@ -161,11 +161,6 @@ class ElementaryFile(FileSpec):
     @property
     def type_byte(self) -> int:
         return self.TYPE | (FLAG_MAC if self.mac else 0) | (FLAG_ENC if self.enc else 0)
-
-    @property
-    def read_key_id(self) -> int:
-        """Line-protection key for secured reads, from control bits 4-3 (11→00 … 00→03)."""
-        return 3 - ((self.control >> 2) & 3)
 
     @property
     def write_key_id(self) -> int:

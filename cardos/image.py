@@ -6,7 +6,7 @@ fsync, rename), so a crash leaves the old image or the new one. A torn commit bu
 as it is and finished or dropped when the card next powers on.
 
 Loading trusts nothing: the text must be UTF-8 JSON of the document's shape, carry the SHA-256
-digest of its contents (schema 2; schema 1 images have none and are read as they are), and
+digest of its contents (schema 2 on; schema 1 images have none and are read as they are), and
 describe a state the card OS could be in (cardos.invariants). Any failure is one ImageError
 naming the place; the file is never touched.
 """
@@ -22,7 +22,7 @@ from pathlib import Path as FsPath
 from typing import Any
 
 from . import jsonshape as js
-from .card import FAULTS, Card, CosConfig, UnknownApplet
+from .card import Card, CosConfig, UnknownApplet
 from .command import CARD_BLOCKED
 from .crypto import Algorithm
 from .files import (RSA_PART_LENGTHS, CyclicEF, DedicatedFile, KeyFile, KeyRecord, LinearFixedEF, TransparentEF, VariableRecordEF,
@@ -32,7 +32,7 @@ from .nvm import DELETED, Store
 from .sw import CardError
 
 FORMAT = "sscard-card-image"
-SCHEMA = 2
+SCHEMA = 3
 SECRETS_NOTE = ("This card image holds the card's keys and PINs in clear (fields 'secret_value'). "
                 "Protect it as you would the card.")
 DIGEST_PREFIX = "sha256:"
@@ -111,7 +111,7 @@ def to_document(card: Card) -> dict:
         "config": {"capacity": cfg.capacity, "atr": cfg.atr.hex().upper(),
                    "t0_get_response": cfg.t0_get_response, "wrong_mac_sw": f"{cfg.wrong_mac_sw:04X}",
                    "key_algorithm": cfg.key_algorithm.value, "applets": list(cfg.applets),
-                   "faults": sorted(cfg.faults)},
+                   "hooks": list(cfg.hooks)},
         "eeprom_used": card.fs.used(),
         "entries": entries,
         "commit_buffer": {"committed": store.commit_flag, "entries": buffer},
@@ -150,7 +150,7 @@ _BYTE = js.Hex(1, 1)
 _KINDS = tuple(k.KIND for k in (DedicatedFile, KeyFile, TransparentEF, VariableRecordEF, LinearFixedEF, CyclicEF))
 _ALGORITHMS = tuple(a.value for a in Algorithm)
 _MAX_ENTRIES = 1 << 16
-_APPLET = js.Pattern(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", "an applet name (letters, digits, . _ -)")
+_PLUGIN = js.Pattern(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", "a plug-in name (letters, digits, . _ -)")
 
 _FILE = js.Obj({"file": _PATH, "kind": js.Str(_KINDS), "create": js.Hex(1, 24)})
 _BINARY = js.Obj({"contents": _PATH, "binary": js.Hex(0, 0xFFFF)})
@@ -170,7 +170,7 @@ _DELETED_CASES = (("deleted", "key", js.Obj({"deleted": js.Str(("key",)), "df": 
                   ("deleted", "card_blocked", js.Obj({"deleted": js.Str(("card_blocked",))})))
 _CONFIG = js.Obj({"capacity": js.Int(1024, 0xFFFF + 11), "atr": js.Hex(2, 33), "t0_get_response": js.Bool(),
                   "wrong_mac_sw": js.Hex(2, 2), "key_algorithm": js.Str(_ALGORITHMS),
-                  "applets": js.List(_APPLET, 16), "faults": js.List(js.Str(tuple(FAULTS)), len(FAULTS))})
+                  "applets": js.List(_PLUGIN, 16), "hooks": js.List(_PLUGIN, 16)})
 _FIELDS = {
     "format": js.Str((FORMAT,)), "schema": js.Int(1, SCHEMA), "digest": js.Pattern(r"sha256:[0-9a-f]{64}", "sha256:…"),
     "secrets": js.Str(), "config": _CONFIG, "eeprom_used": js.Int(0, 0xFFFF + 11),
@@ -179,9 +179,12 @@ _FIELDS = {
                              "entries": js.List(js.Variants(_DELETED_CASES + _ENTRY_CASES), _MAX_ENTRIES)}),
 }
 DOCUMENT = js.Obj(_FIELDS)
+# Schemas 1 and 2 called the hooks "faults" (the only ones then were QA's deliberate defects).
+_CONFIG_2 = js.Obj({**{k: v for k, v in _CONFIG.fields.items() if k != "hooks"}, "faults": js.List(_PLUGIN, 16)})
+DOCUMENT_2 = js.Obj({**_FIELDS, "config": _CONFIG_2})
 # Schema 1 had no digest and could leave out what later versions always write.
 DOCUMENT_1 = js.Obj({**{k: v for k, v in _FIELDS.items() if k != "digest"},
-                     "config": js.Obj(_CONFIG.fields, optional=frozenset({"applets", "faults"}))},
+                     "config": js.Obj(_CONFIG_2.fields, optional=frozenset({"applets", "faults"}))},
                     optional=frozenset({"secrets", "eeprom_used", "entries", "commit_buffer"}))
 
 
@@ -222,7 +225,7 @@ def from_document(doc: Any, where: str = "image", verify: bool = True) -> Card:
     if schema >= 2 and verify:
         _check_digest(doc, where)
     try:
-        js.check(DOCUMENT if schema >= 2 else DOCUMENT_1, doc)
+        js.check({1: DOCUMENT_1, 2: DOCUMENT_2}.get(schema, DOCUMENT), doc)
     except js.ShapeError as e:
         raise ImageError(f"{where}: {e}") from None
     config = _config(doc["config"], where)
@@ -265,7 +268,7 @@ def _config(c: dict, where: str) -> CosConfig:
         return CosConfig(capacity=c["capacity"], atr=bytes.fromhex(c["atr"]),
                          t0_get_response=c["t0_get_response"], wrong_mac_sw=int(c["wrong_mac_sw"], 16),
                          key_algorithm=Algorithm(c["key_algorithm"]), applets=tuple(c.get("applets", ())),
-                         faults=frozenset(c.get("faults", ())))
+                         hooks=tuple(c.get("hooks", c.get("faults", ()))))
     except ValueError as e:
         raise ImageError(f"{where}: config: {e}") from None
 
@@ -424,7 +427,7 @@ def unsealed(path: str | os.PathLike) -> Card | None:
     doc = read_document(path)
     try:
         card = from_document(doc, str(path))
-        if doc.get("schema") == SCHEMA:
+        if doc["schema"] >= 2:
             return None
     except DamagedImage:
         card = from_document(doc, str(path), verify=False)

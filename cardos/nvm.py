@@ -60,10 +60,6 @@ class Store:
             if v is not DELETED:
                 yield k, v
 
-    @property
-    def dirty(self) -> bool:
-        return bool(self._pending)
-
     # -- committing ---------------------------------------------------------------------
     def commit(self) -> None:
         """Make the staged writes persistent as one unit."""

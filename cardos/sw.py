@@ -49,21 +49,6 @@ def tries_left(n: int) -> int:
     return PIN_WRONG | (n & 0x0F)
 
 
-def is_spec_sw(sw: int) -> bool:
-    """True when sw is one of the status words spec §5 lists (families included)."""
-    hi = sw >> 8
-    return sw in _FIXED or hi in (0x61, 0x6C) or (sw & 0xFFF0) == PIN_WRONG
-
-
-_FIXED = frozenset({
-    OK, DATA_MAY_BE_CORRUPTED, MEMORY_FAILURE, WRONG_LENGTH, CHANNEL_NOT_SUPPORTED,
-    SECURITY_NOT_SATISFIED, BLOCKED, REFERENCE_DATA_UNUSABLE, CONDITIONS_NOT_SATISFIED,
-    NO_CURRENT_EF, MAC_WRONG, WRONG_DATA, FUNCTION_NOT_SUPPORTED, FILE_NOT_FOUND,
-    RECORD_NOT_FOUND, NOT_ENOUGH_MEMORY, WRONG_P1P2, REFERENCE_NOT_FOUND, OFFSET_BEYOND_FILE,
-    INS_NOT_SUPPORTED, CLA_NOT_SUPPORTED, APPLICATION_LOCKED, AUTHENTICATION_FAILED,
-})
-
-
 class CardError(Exception):
     """A command ended with a status word other than 9000; carries that SW and no secret."""
 

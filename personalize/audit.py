@@ -28,7 +28,6 @@ from .journal import DONE, QUARANTINED, AuditMark, Journal
 
 GENESIS = "0" * 64
 FORBIDDEN_FIELDS = {"pin", "key", "keys", "mac", "cryptogram", "passphrase", "value"}
-CARD_EVENTS = ("card-done", "card-quarantined")
 Mac = Callable[[bytes], bytes]
 Record = Callable[[AuditMark, str], None]
 

@@ -98,11 +98,6 @@ def parse_serial(text: str) -> bytes:
     return chip
 
 
-def with_faults(card: Card, faults) -> Card:
-    """The same card with deliberate defects (QA); ValueError names a fault the card OS does not know."""
-    return Card(card.store, replace(card.config, faults=frozenset(faults)))
-
-
 def issued(profile: Profile, holder: dict[str, str], keys, serial: bytes, activate: bool = False) -> Card:
     """A personalized virtual card, activated as the bank counter does when asked."""
     from . import lifecycle

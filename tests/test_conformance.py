@@ -10,6 +10,7 @@ from cardos import image
 from cardos.card import Card
 from cli import main
 from conformance import runner
+from conformance.faults import with_faults
 from reader_bridge.transport import InProcess
 from tests.ss import card, keys, prof
 
@@ -44,9 +45,7 @@ def test_without_keys_or_destructive_the_cases_that_need_them_skip_and_nothing_i
     ("read-rights-ignored", {"ACC-01", "ACC-02"}),
 ])
 def test_a_broken_card_fails_the_matching_cases_with_a_clear_message(fault, failing):
-    from dataclasses import replace
-    good = card()
-    broken = Card(good.store, replace(good.config, faults=frozenset({fault})))
+    broken = with_faults(card(), [fault])
     out = {o.id: o for o in runner.run(InProcess(broken), prof(), keys(), destructive=False)}
     failed = {i for i, o in out.items() if o.status == "fail"}
     assert failing <= failed, (failed, {i: out[i].message for i in failing})
@@ -55,6 +54,21 @@ def test_a_broken_card_fails_the_matching_cases_with_a_clear_message(fault, fail
     else:
         assert "expected 6982, card answered 9000" in out["ACC-01"].message
     assert out["PIN-01"].exchanges and all("123456" not in x and "999999" not in x for x in out["PIN-01"].exchanges)
+
+
+def test_image_new_refuses_a_fault_qa_does_not_know_and_writes_nothing(tmp_path):
+    img, r = tmp_path / "card.json", CliRunner()
+    res = r.invoke(main, ["image", "new", str(img), "--fault", "pin-counter-stuck", "--fault", "no-such-defect"])
+    assert res.exit_code == 1 and not img.exists()
+    assert res.output.strip() == ("Error: --fault: unknown fault mode(s) no-such-defect; "
+                                  "known: pin-counter-stuck, read-rights-ignored")
+
+
+def test_a_faulty_card_keeps_its_fault_through_its_image(tmp_path):
+    img = tmp_path / "card.json"
+    assert CliRunner().invoke(main, ["image", "new", str(img), "--fault", "read-rights-ignored"]).exit_code == 0
+    out = {o.id: o for o in runner.run(InProcess(image.load(img)), prof(), keys(), destructive=False)}
+    assert out["ACC-01"].status == "fail" and "expected 6982, card answered 9000" in out["ACC-01"].message
 
 
 def test_cli_reports_junit_json_html(tmp_path):

@@ -1,16 +1,21 @@
 """Card-OS edges the mutation check found unguarded: answers that must carry no data, length
 bounds of PINs and of RELOAD PIN, and the single-DES retail MAC checked against `cryptography`."""
 
+import re
+
 import pytest
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
+from cardos import CosConfig
 from cardos import sw as SW
 from cardos.apdu import build
 from cardos.crypto import Algorithm, mac4, pad80, retail_mac
 from personalize import fmcos
-from personalize.demo import DEMO_KEYS
-from tests.util import challenge, select_demo, tx
+from personalize.demo import DEMO_KEYS, demo_card
+from tests.util import challenge, external_authenticate_apdu, select_demo, sw, tx
+
+SELECT_DEMO = "00A404000B" + b"SSCARD.DEMO".hex()
 
 
 def _answer(card, apdu) -> bytes:
@@ -25,7 +30,7 @@ def test_successful_pin_and_authentication_commands_answer_9000_and_nothing_else
     new = bytes.fromhex("123456")
     assert _answer(card, build(0x80, 0x5E, 0x00, 0x00, new + mac4(Algorithm.TDES, DEMO_KEYS["df_reload"], b"", new))) \
         == b"\x90\x00"
-    auth = fmcos.external_authenticate(Algorithm.TDES, DEMO_KEYS["df_read"], challenge(card), 0x01)
+    auth = external_authenticate_apdu(Algorithm.TDES, DEMO_KEYS["df_read"], challenge(card), 0x01)
     assert _answer(card, auth) == b"\x90\x00"
 
 
@@ -59,3 +64,44 @@ def test_retail_mac_with_an_8_byte_key_is_des_cbc_mac():
     enc = Cipher(TripleDES(key * 3), modes.CBC(iv)).encryptor()
     expected = (enc.update(data) + enc.finalize())[-8:]
     assert retail_mac(key, iv, data) == expected
+
+
+@pytest.mark.parametrize("settings, why", [
+    ({"capacity": 1023}, "capacity 1023 out of range 1024..65546"),
+    ({"capacity": 0xFFFF + 12}, "capacity 65547 out of range"),
+    ({"atr": b"\x3b"}, "ATR must be 2..33 bytes starting 3B or 3F"),
+    ({"atr": b"\x3b" + bytes(33)}, "ATR must be"),
+    ({"atr": b"\x3a\x00"}, "ATR must be"),
+    ({"hooks": ("no-such", "nor-this")}, "unknown hook(s) no-such, nor-this; installed: pin-counter-stuck, "
+                                         "read-rights-ignored"),
+])
+def test_cos_settings_out_of_range_are_refused_by_name(settings, why):
+    with pytest.raises(ValueError, match=re.escape(why)):
+        CosConfig(**settings)
+
+
+@pytest.mark.parametrize("settings", [{"capacity": 1024}, {"capacity": 0xFFFF + 11}, {"atr": b"\x3b\x00"},
+                                      {"atr": b"\x3f" + bytes(32)}, {"hooks": ("read-rights-ignored",)}])
+def test_cos_settings_at_their_bounds_are_taken(settings):
+    assert CosConfig(**settings)
+
+
+@pytest.mark.parametrize("cla", ["08", "10", "40", "FF"])
+def test_an_unknown_instruction_under_a_class_the_card_does_not_take_answers_6e00_not_6d00(card, cla):
+    assert sw(card, cla + "02000000") == SW.CLA_NOT_SUPPORTED
+
+
+def test_an_announced_answer_survives_a_wrong_le_and_is_lost_to_any_other_command():
+    card = demo_card(CosConfig(t0_get_response=True))
+    n = sw(card, SELECT_DEMO) & 0xFF
+    assert sw(card, f"00C00000{n + 1:02X}") == SW.wrong_le(n)
+    data, status = tx(card, f"00C00000{n:02X}")
+    assert status == 0x9000 and len(data) == n
+    assert sw(card, SELECT_DEMO) >> 8 == 0x61
+    assert sw(card, "00B2092C00") == SW.RECORD_NOT_FOUND
+    assert sw(card, "00C0000000") == SW.CONDITIONS_NOT_SATISFIED
+
+
+def test_get_response_after_an_answer_given_whole_has_nothing_to_give(card):
+    assert sw(card, SELECT_DEMO) == 0x9000
+    assert sw(card, "00C0000000") == SW.CONDITIONS_NOT_SATISFIED

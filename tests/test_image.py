@@ -28,7 +28,7 @@ def test_round_trip_keeps_every_byte_and_counter(tmp_path):
 def test_image_is_readable_json_with_schema_and_marked_secrets(tmp_path):
     image.save(demo_card(), tmp_path / "c.json")
     doc = json.loads((tmp_path / "c.json").read_text())
-    assert doc["format"] == "sscard-card-image" and doc["schema"] == 2
+    assert doc["format"] == "sscard-card-image" and doc["schema"] == image.SCHEMA
     assert doc["digest"] == image.digest(doc)
     assert "secret_value" in doc["secrets"]
     keys = [e for e in doc["entries"] if "key" in e]

@@ -92,7 +92,7 @@ HOSTILE = {
     "NaN": (lambda t: t.replace('"capacity": 32768', '"capacity": NaN'), "config.capacity"),
     "application state 7": (_doc_edit(lambda d: d["entries"].append({"application": "3F00/DF01", "state": 7})),
                             "state: 7 is out of range"),
-    "nested deep": (lambda t: t.replace('"faults": []', '"faults": ' + "[" * 100000 + "]" * 100000), "nested too deeply"),
+    "nested deep": (lambda t: t.replace('"hooks": []', '"hooks": ' + "[" * 100000 + "]" * 100000), "nested too deeply"),
     "field twice": (lambda t: t.replace('"eeprom_used":', '"eeprom_used": 1, "eeprom_used":'), "appears twice"),
     # item 4: loaded before, then 6F00 or wrong answers
     "card_blocked as text": (_doc_edit(lambda d: d["entries"].append({"card_blocked": "false"})),
@@ -162,6 +162,31 @@ def test_the_applets_flip_is_caught_as_damage(tmp_path):
     _fails_in_one_line(path, "image damaged")
 
 
+def _as_schema_2(doc: dict, faults: list[str]) -> dict:
+    """The document as sscard wrote it before hooks: schema 2, the hooks under "faults"."""
+    doc = {k: v for k, v in doc.items() if k != "digest"}
+    doc["schema"] = 2
+    doc["config"] = {**{k: v for k, v in doc["config"].items() if k != "hooks"}, "faults": faults}
+    return image.sealed(doc)
+
+
+def test_a_schema_2_image_that_names_a_fault_loads_with_the_fault_on(tmp_path):
+    path = saved(tmp_path)
+    path.write_text(json.dumps(_as_schema_2(json.loads(path.read_text()), ["pin-counter-stuck"])))
+    card = image.load(path)
+    assert card.config.hooks == ("pin-counter-stuck",)
+    card.transmit(bytes.fromhex("00A404000B") + b"SSCARD.DEMO")
+    assert card.transmit(bytes.fromhex("0020000003999999")) == b"\x63\xc6"
+    assert card.transmit(bytes.fromhex("0020000003999999")) == b"\x63\xc6"     # the counter stays stuck
+    assert run("image", "repair", str(path)).output.strip().endswith("nothing to repair")
+
+
+def test_an_image_naming_a_hook_nobody_installed_fails_in_one_line(tmp_path):
+    path = saved(tmp_path)
+    path.write_text(json.dumps(_as_schema_2(json.loads(path.read_text()), ["no-such-defect"])))
+    _fails_in_one_line(path, "config: unknown hook(s) no-such-defect; installed: pin-counter-stuck")
+
+
 def test_repair_accepts_a_deliberate_valid_edit_only_with_accept(tmp_path):
     path = saved(tmp_path)
     text = _doc_edit(lambda d: _pin(d).update(tries_left=2))(path.read_text())
@@ -178,17 +203,18 @@ def test_repair_accepts_a_deliberate_valid_edit_only_with_accept(tmp_path):
     assert r.exit_code == 0 and "nothing to repair" in r.output
 
 
-def test_schema_1_images_still_load_and_are_written_as_schema_2(tmp_path):
+def test_schema_1_images_still_load_and_are_written_as_the_current_schema(tmp_path):
     path = saved(tmp_path)
     doc = json.loads(path.read_text())
     doc.pop("digest")
     doc["schema"] = 1
+    doc["config"]["faults"] = doc["config"].pop("hooks")
     path.write_text(json.dumps(doc))
     card = image.load(path)
     assert card.store.data == demo_card().store.data
     run("apdu", "--image", str(path), "00A404000B" + b"SSCARD.DEMO".hex(), "0020000003999999")
     again = json.loads(path.read_text())
-    assert again["schema"] == 2 and again["digest"] == image.digest(again)
+    assert again["schema"] == image.SCHEMA and again["digest"] == image.digest(again)
     doc["entries"].append({"card_blocked": "false"})
     path.write_text(json.dumps(doc))
     _fails_in_one_line(path, "card_blocked: must be true or false")

@@ -15,11 +15,11 @@ from cardos.apdu import build, split_response
 from cardos.files import DedicatedFile, KeyFile, TransparentEF, VariableRecordEF
 from cardos.image import ImageError
 from cardos.invariants import check_state
-from cardos.sw import is_spec_sw
 from cli import main
 from personalize import fmcos
 from personalize.demo import demo_card
 from tests import ss
+from tests.util import is_spec_sw
 
 RAW = {"@@1e400@@": "1e400", "@@nan@@": "NaN", "@@digits@@": "9" * 5000, "@@half@@": "0.5", "@@neg0@@": "-0"}
 
@@ -93,7 +93,11 @@ def _text(doc: dict) -> str:
 
 
 def _same(doc: dict, kind: str) -> bool:
-    return _text(doc) == _text(template(kind))
+    """The same document once parsed: "-0" for a 0 is a different text, not a different image."""
+    def canonical(text: str) -> str:
+        numbers = {"parse_int": lambda t: int(t) if len(t) < 20 else t, "parse_float": str, "parse_constant": str}
+        return json.dumps(json.loads(text, **numbers), sort_keys=True)
+    return canonical(_text(doc)) == canonical(_text(template(kind)))
 
 
 def _exercise(card) -> None:

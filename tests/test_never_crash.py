@@ -7,8 +7,8 @@ from cardos import Card
 from cardos.apdu import build, split_response
 from cardos.invariants import check_state
 from cardos.nvm import Store
-from cardos.sw import is_spec_sw
 from personalize.demo import demo_card
+from tests.util import is_spec_sw
 
 _TEMPLATE = demo_card()
 KNOWN_INS = [0xA4, 0xC0, 0xB0, 0xD6, 0xB2, 0xDC, 0xE2, 0x20, 0x5E, 0x24, 0x84, 0x82, 0x88,

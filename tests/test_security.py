@@ -1,22 +1,26 @@
 """The FMCOS security model: access bytes, PIN and key counters, authentication, secured writes."""
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from cardos import sw as SW
-from cardos.access import AccessError, compile_access, permits
+from cardos.access import AccessError, compile_access, describe, permits
 from cardos.apdu import build
 from cardos.crypto import Algorithm, diversify, encrypt_ecb, mac4, seal
 from cardos.files import KEY_PIN, KeyRecord
 from personalize import fmcos
 from cardos import CosConfig
+from conformance.faults import with_faults
 from personalize.compiler import FACTORY_KEY
 from personalize.demo import DEMO_KEYS, FACTORY_KEY_VALUE, blank_card
 from personalize.keys import KeyRef, SoftwareKeys
 from personalize.script import Authenticate, run
 from reader_bridge.transport import InProcess
-from tests.util import authenticate, challenge, ok, secured, select_demo, sw
+from tests.util import (authenticate, challenge, external_authenticate_apdu, ok, secured, select_demo, sw,
+                        write_key_secured_apdu)
 
 
 @pytest.mark.parametrize("right, mf, df, expected", [
@@ -43,6 +47,49 @@ def test_compile_access_symbols():
         compile_access("key:99", creds)
 
 
+def test_compile_access_takes_aliases_hex_levels_and_refuses_levels_out_of_1_to_15():
+    assert [compile_access(c, {}) for c in ("free", " 00 ", "ALWAYS", "mf:0x0F", "state:0x2", "mf:1")] == \
+        [0x00, 0x00, 0x00, 0x0F, 0xF2, 0x01]
+    for cond, why in (("mf:0", "must be 1..15, not 0"), ("state:16", "must be 1..15, not 16"),
+                      ("mf:two", "in 'mf:two' is not a number"), (" | ", "empty access condition")):
+        with pytest.raises(AccessError, match=re.escape(why)):
+            compile_access(cond, {})
+
+
+def test_compile_access_refuses_a_range_that_would_admit_a_credential_not_named():
+    creds = {"a": 1, "b": 2, "c": 2, "d": 1}
+    with pytest.raises(AccessError, match=re.escape("would also admit c, d")):
+        compile_access("a|b", creds)                           # c shares b's state (top), d a's (bottom)
+    with pytest.raises(AccessError, match=re.escape("would also admit a")):
+        compile_access("d", creds)
+    with pytest.raises(AccessError, match=re.escape("security level in 'pin' must be 1..15, not 16")):
+        compile_access("pin", {"pin": 16})
+    with pytest.raises(AccessError, match="not a number"):
+        compile_access("mf:1:2", creds)
+
+
+@pytest.mark.parametrize("right, words", [
+    (0x00, "always"), (0xF0, "always"), (0x03, "MF state >= 3"), (0xF1, "DF state 1..F"), (0x31, "DF state 1..3"),
+    (0x22, "DF state = 2"), (0xEF, "never"), (0x12, "never"), (0x0C, "MF state >= C"), (0xEA, "DF state A..E"),
+])
+def test_an_access_byte_in_words(right, words):
+    assert describe(right) == words
+
+
+@given(st.integers(0, 255), st.integers(0, 15), st.integers(0, 15))
+def test_the_words_for_an_access_byte_say_what_the_card_admits(right, mf, df):
+    words = describe(right)
+    if words in ("always", "never"):
+        assert permits(right, mf, df) is (words == "always")
+    elif words.startswith("MF state >= "):
+        assert permits(right, mf, df) is (mf >= int(words[12:], 16))
+    elif words.startswith("DF state = "):
+        assert permits(right, mf, df) is (df == int(words[11:], 16))
+    else:
+        lo, hi = (int(n, 16) for n in words[len("DF state "):].split(".."))
+        assert permits(right, mf, df) is (lo <= df <= hi)
+
+
 @given(st.integers(0, 255), st.integers(0, 15), st.integers(0, 15))
 def test_never_bytes_admit_nothing(right, mf, df):
     x, y = right >> 4, right & 0xF
@@ -61,6 +108,20 @@ def test_pin_counter_sequence_restore_and_lock(card):
     assert [sw(card, "0020000003999999") for _ in range(6)][-1] == 0x63C0
     assert sw(card, "0020000003123456") == SW.BLOCKED
     assert sw(card, "805E0100" + "07" + "123456FF654321") == SW.BLOCKED
+
+
+def test_the_pin_counter_stuck_fault_stops_only_the_pin_counter(card):
+    card = with_faults(card, ["pin-counter-stuck"])
+    select_demo(card)
+    assert [sw(card, "0020000003999999") for _ in range(3)] == [0x63C6] * 3
+    assert [authenticate(card, 0x01, bytes(16)) for _ in range(2)] == [0x63C2, 0x63C1]   # keys still count
+
+
+def test_the_read_rights_ignored_fault_opens_reads_only(card):
+    card = with_faults(card, ["read-rights-ignored"])
+    select_demo(card)
+    assert ok(card, "00B0810004") == b"ssca"                   # key 01's file, no authentication
+    assert sw(card, "00D681000100") == SW.SECURITY_NOT_SATISFIED
 
 
 def test_pin_opens_what_it_guards_and_dies_with_the_session(card):
@@ -123,9 +184,9 @@ def test_challenge_is_single_use_and_the_last_one_counts(card):
     select_demo(card)
     first = challenge(card)
     second = challenge(card)
-    stale = fmcos.external_authenticate(Algorithm.TDES, DEMO_KEYS["df_read"], first, 0x01)
+    stale = external_authenticate_apdu(Algorithm.TDES, DEMO_KEYS["df_read"], first, 0x01)
     assert sw(card, stale) == 0x63C2                            # the earlier challenge is gone
-    good = fmcos.external_authenticate(Algorithm.TDES, DEMO_KEYS["df_read"], challenge(card), 0x01)
+    good = external_authenticate_apdu(Algorithm.TDES, DEMO_KEYS["df_read"], challenge(card), 0x01)
     assert sw(card, good) == 0x9000
     assert sw(card, good) == SW.REFERENCE_DATA_UNUSABLE         # consumed by its use
     assert first != second
@@ -166,9 +227,9 @@ def test_mac_write_stands_for_the_write_right(card):
 def test_secured_write_key_replaces_a_pin_and_keys_never_read_back(card):
     select_demo(card)
     pin = KeyRecord(KEY_PIN, 0x00, 0xF0, 0xEF, bytes.fromhex("246813"), next_state=1, max_tries=6, tries_left=6)
-    apdu = fmcos.write_key_secured(pin, Algorithm.TDES, DEMO_KEYS["df_master"], challenge(card), replace=True)
+    apdu = write_key_secured_apdu(pin, Algorithm.TDES, DEMO_KEYS["df_master"], challenge(card))
     assert sw(card, apdu) == 0x9000                             # the MAC is the authority
-    forged = fmcos.write_key_secured(pin, Algorithm.TDES, bytes(16), challenge(card), replace=True)
+    forged = write_key_secured_apdu(pin, Algorithm.TDES, bytes(16), challenge(card))
     assert sw(card, forged) == SW.MAC_WRONG
     assert sw(card, fmcos.write_key(pin, replace=True)) == SW.SECURITY_NOT_SATISFIED  # PIN: never in plain
     assert sw(card, "0020000003123456") == 0x63C5

@@ -128,9 +128,8 @@ def _create_department_app(c, dept: str, key_value: bytes) -> int:
 
 def _auth_literal(c, key_id, value):
     from cardos.crypto import Algorithm
-    from personalize.fmcos import external_authenticate
-    from tests.util import challenge
-    return sw(c, external_authenticate(Algorithm.TDES, value, challenge(c), key_id))
+    from tests.util import challenge, external_authenticate_apdu
+    return sw(c, external_authenticate_apdu(Algorithm.TDES, value, challenge(c), key_id))
 
 
 def test_departments_create_their_own_apps_and_cannot_touch_each_other():

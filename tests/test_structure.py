@@ -74,3 +74,18 @@ def test_the_cli_only_parses_calls_and_prints():
             for n in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
             if isinstance(n, ast.FunctionDef) and n.end_lineno - n.lineno + 1 > 25]
     assert long == []
+
+
+# What marks the social security application: its name, its DF names (SSSE, 1PAY.SYS.DDF01 and the
+# department ADFs' SS prefix in hex), its default PIN.
+SOCIAL_SECURITY_MARKS = ("social", "ssse", "53535345", "1pay", "315041592e", "123456")
+
+
+def test_the_card_os_knows_neither_qa_faults_nor_the_social_security_application():
+    """Issue 20: both live in plug-ins (conformance.faults as card-OS hooks, applets/ as applets)."""
+    from conformance.faults import FAULTS
+
+    marks = [m.lower() for m in (*FAULTS, *(f.__name__ for f in FAULTS.values()), *SOCIAL_SECURITY_MARKS)]
+    found = [f"{p.relative_to(ROOT)}: {m}" for p in sorted((ROOT / "cardos").rglob("*.py"))
+             for m in marks if m in p.read_text(encoding="utf-8").lower()]
+    assert found == []
