@@ -86,3 +86,20 @@ def test_a_cut_after_the_pin_decrement_keeps_the_decrement():
         assert tries in (5, 6)
         seen.add(tries)
     assert seen == {5, 6}, "some cut must land after the decrement and before the restore"
+
+
+@pytest.mark.parametrize("prepare", [_prepare_record, _prepare_key, _prepare_create],
+                         ids=["UPDATE RECORD", "WRITE KEY", "CREATE FILE"])
+def test_the_next_command_after_a_power_cut_meets_a_reset_and_recovered_card(prepare):
+    """A reader that just sends its next APDU gets what a power-on gives: old or new state, no torn buffer,
+    the MF current again."""
+    before, after, steps = _states(prepare)
+    for cut in range(1, steps + 1):
+        card = demo_card()
+        apdu = prepare(card)
+        card.store.arm_tear(cut)
+        with pytest.raises(PowerLoss):
+            card.transmit(apdu)
+        assert sw(card, "00B2012C00") != 0x9000                # the demo DF is no longer selected
+        assert dict(card.store.data) in (before, after)
+        assert card.store.buffer == [] and not card.store.commit_flag
