@@ -105,3 +105,13 @@ def test_an_announced_answer_survives_a_wrong_le_and_is_lost_to_any_other_comman
 def test_get_response_after_an_answer_given_whole_has_nothing_to_give(card):
     assert sw(card, SELECT_DEMO) == 0x9000
     assert sw(card, "00C0000000") == SW.CONDITIONS_NOT_SATISFIED
+
+
+def test_after_power_on_an_mf_without_a_key_file_takes_every_command_its_rights_would_refuse():
+    """Spec §3b: a DF with no key file accepts everything; its rights apply once the key file exists."""
+    from cardos import Card
+    from cardos.files import DedicatedFile, TransparentEF
+    card = Card()
+    assert sw(card, fmcos.create_file(DedicatedFile(0x3F00, size=0x2000, create_right=0xEF, erase_right=0xEF))) == 0x9000
+    card.power_on()
+    assert sw(card, fmcos.create_file(TransparentEF(0x0011, read_right=0xEF, write_right=0xEF, size=8))) == 0x9000
