@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Mutation check of the card OS: mutmut mutates cardos/ ([tool.mutmut] in pyproject.toml) and runs
 # the card-OS tests against each mutant; then bench/mutation_report.py writes bench/mutation.md
-# (score, surviving mutants per module). Takes ~20 minutes on 2 cores; not part of CI.
+# (score, surviving mutants per module). About 4,250 mutants at ~1.4 s each on one core: some 100
+# minutes on one core, 50 on two (MUTMUT_CHILDREN); not part of CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

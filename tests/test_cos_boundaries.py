@@ -1,5 +1,6 @@
 """Card-OS edges the mutation check found unguarded: answers that must carry no data, length
-bounds of PINs and of RELOAD PIN, and the single-DES retail MAC checked against `cryptography`."""
+bounds of PINs and of RELOAD PIN, the single-DES retail MAC checked against `cryptography`, the COS
+settings' bounds, class before instruction, GET RESPONSE's pending answer, the MF state."""
 
 import re
 
@@ -7,13 +8,14 @@ import pytest
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
-from cardos import CosConfig
+from cardos import Card, CosConfig
 from cardos import sw as SW
 from cardos.apdu import build
 from cardos.crypto import Algorithm, mac4, pad80, retail_mac
+from cardos.files import DedicatedFile, KeyFile, TransparentEF
 from personalize import fmcos
-from personalize.demo import DEMO_KEYS, demo_card
-from tests.util import challenge, external_authenticate_apdu, select_demo, sw, tx
+from personalize.demo import DEMO_KEYS, FACTORY_KEY_VALUE, demo_card
+from tests.util import authenticate, challenge, external_authenticate_apdu, ok, select_demo, sw, tx
 
 SELECT_DEMO = "00A404000B" + b"SSCARD.DEMO".hex()
 
@@ -105,3 +107,28 @@ def test_an_announced_answer_survives_a_wrong_le_and_is_lost_to_any_other_comman
 def test_get_response_after_an_answer_given_whole_has_nothing_to_give(card):
     assert sw(card, SELECT_DEMO) == 0x9000
     assert sw(card, "00C0000000") == SW.CONDITIONS_NOT_SATISFIED
+
+
+def test_after_power_on_an_mf_without_a_key_file_takes_every_command_its_rights_would_refuse():
+    """Spec §3b: a DF with no key file accepts everything; its rights apply once the key file exists."""
+    card = Card()
+    assert sw(card, fmcos.create_file(DedicatedFile(0x3F00, size=0x2000, create_right=0xEF, erase_right=0xEF))) == 0x9000
+    card.power_on()
+    assert sw(card, fmcos.create_file(TransparentEF(0x0011, read_right=0xEF, write_right=0xEF, size=8))) == 0x9000
+
+
+def test_the_mf_state_holds_inside_a_df_and_starts_again_when_the_mf_is_selected(blank):
+    """Spec §3b: a right 0Y asks the MF state; entering a DF keeps it, selecting the MF clears it."""
+    assert authenticate(blank, 0x00, FACTORY_KEY_VALUE) == 0x9000          # MF state F
+    ok(blank, fmcos.create_file(DedicatedFile(0xDF01, size=0x200, create_right=0x0F, erase_right=0x0F,
+                                              name=b"MF.STATE")))
+    ok(blank, "00A4000002DF01")
+    ok(blank, fmcos.create_file(KeyFile(0x0000, size=0x40, df_short_id=0x01, add_right=0x0F)))
+    ok(blank, fmcos.create_file(TransparentEF(0x0005, read_right=0x01, write_right=0xEF, size=4)))
+    ok(blank, "00A40000023F00")
+    assert authenticate(blank, 0x00, FACTORY_KEY_VALUE) == 0x9000
+    ok(blank, "00A4000002DF01")
+    assert tx(blank, "00B0850004") == (bytes(4), 0x9000)
+    ok(blank, "00A40000023F00")
+    ok(blank, "00A4000002DF01")
+    assert tx(blank, "00B0850004")[1] == SW.SECURITY_NOT_SATISFIED

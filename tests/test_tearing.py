@@ -43,6 +43,16 @@ def _states(prepare):
     return before, dict(card.store.data), card.store.steps
 
 
+def _cut_at(prepare, cut: int):
+    """A demo card whose power was cut before the cut-th EEPROM write of the prepared command."""
+    card = demo_card()
+    apdu = prepare(card)
+    card.store.arm_tear(cut)
+    with pytest.raises(PowerLoss):
+        card.transmit(apdu)
+    return card
+
+
 @pytest.mark.parametrize("prepare", [_prepare_record, _prepare_key, _prepare_wrong_pin, _prepare_create],
                          ids=["UPDATE RECORD", "WRITE KEY", "VERIFY wrong PIN", "CREATE FILE"])
 @pytest.mark.parametrize("via_image", [False, True], ids=["in RAM", "through a saved image"])
@@ -51,11 +61,7 @@ def test_power_cut_at_every_write_step(prepare, via_image, tmp_path):
     assert before != after and steps >= 4
     outcomes = set()
     for cut in range(1, steps + 1):
-        card = demo_card()
-        apdu = prepare(card)
-        card.store.arm_tear(cut)
-        with pytest.raises(PowerLoss):
-            card.transmit(apdu)
+        card = _cut_at(prepare, cut)
         if via_image:
             image.save(card, tmp_path / "torn.json")
             card = image.load(tmp_path / "torn.json")
@@ -86,3 +92,16 @@ def test_a_cut_after_the_pin_decrement_keeps_the_decrement():
         assert tries in (5, 6)
         seen.add(tries)
     assert seen == {5, 6}, "some cut must land after the decrement and before the restore"
+
+
+@pytest.mark.parametrize("prepare", [_prepare_record, _prepare_key, _prepare_create],
+                         ids=["UPDATE RECORD", "WRITE KEY", "CREATE FILE"])
+def test_the_next_command_after_a_power_cut_meets_a_reset_and_recovered_card(prepare):
+    """A reader that just sends its next APDU gets what a power-on gives: old or new state, no torn buffer,
+    the MF current again."""
+    before, after, steps = _states(prepare)
+    for cut in range(1, steps + 1):
+        card = _cut_at(prepare, cut)
+        assert sw(card, "00B2012C00") != 0x9000                # the demo DF is no longer selected
+        assert dict(card.store.data) in (before, after)
+        assert card.store.buffer == [] and not card.store.commit_flag
