@@ -71,6 +71,13 @@ def image() -> None:
     """Create and inspect card images (JSON files holding a virtual card)."""
 
 
+def _known_faults(faults: tuple[str, ...]) -> tuple[str, ...]:
+    from conformance import faults as qa
+    with failing(ValueError, "--fault: ", exit_code=2):
+        qa.check(faults)
+    return faults
+
+
 @image.command("new")
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--profile", default=None, help="Card profile: default, sm4-3.00, ss-1.00, dda (default with EMV DDA) or a YAML file.")
@@ -79,7 +86,8 @@ def image() -> None:
 @click.option("--blank", is_flag=True, help="A factory-blank chip of the profile's COS (MF, factory key 00 = FF…FF).")
 @click.option("--activate", is_flag=True, help="Also activate the card (as the bank counter does).")
 @click.option("--serial", help="The chip's 8-byte serial (hex), the ATR's last bytes; default: derived from PATH.")
-@click.option("--fault", "faults", multiple=True, help="A deliberate defect (QA): pin-counter-stuck, read-rights-ignored.")
+@click.option("--fault", "faults", multiple=True, callback=lambda _c, _p, v: _known_faults(v),
+              help="A deliberate defect (QA): pin-counter-stuck, read-rights-ignored.")
 @click.option("--force", is_flag=True, help="Overwrite an existing image.")
 @click.option("--psam", "make_psam", is_flag=True, help="A PSAM (the terminal's security module) instead of a card: "
               "the profile's key table, masters from --keys.")
@@ -104,8 +112,7 @@ def image_new(path: str, profile: str | None, keys_path: str | None, blank: bool
     keys = issuer_keys(keys_path, required=False, profile=prof) or virtual.demo_issuer_keys(prof)
     with failing(ScriptError, "making the card: "):
         card = virtual.issued(prof, holder, keys, chip, activate)
-    with failing(ValueError, "--fault: "):
-        card = _save(with_faults(card, faults) if faults else card, path)
+    card = _save(with_faults(card, faults) if faults else card, path)
     note = "" if keys_path else " (published demo keys: never for real cards)"
     click.echo(f"{path}: {prof.name} card of {holder['name']} {holder['card_number']}, "
                f"{card.fs.used()} of {card.config.capacity} bytes used{note}")

@@ -27,9 +27,14 @@ class ReadRightsIgnored(Hook):
 FAULTS = {"pin-counter-stuck": PinCounterStuck, "read-rights-ignored": ReadRightsIgnored}
 
 
-def with_faults(card: Card, faults) -> Card:
-    """The same card with these deliberate defects; ValueError names one QA does not know."""
+def check(faults) -> None:
+    """ValueError naming the faults QA does not know."""
     unknown = sorted(set(faults) - set(FAULTS))
     if unknown:
         raise ValueError(f"unknown fault mode(s) {', '.join(unknown)}; known: {', '.join(FAULTS)}")
+
+
+def with_faults(card: Card, faults) -> Card:
+    """The same card with these deliberate defects; ValueError names one QA does not know."""
+    check(faults)
     return Card(card.store, replace(card.config, hooks=tuple(dict.fromkeys(faults))))

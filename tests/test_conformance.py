@@ -59,7 +59,7 @@ def test_a_broken_card_fails_the_matching_cases_with_a_clear_message(fault, fail
 def test_image_new_refuses_a_fault_qa_does_not_know_and_writes_nothing(tmp_path):
     img, r = tmp_path / "card.json", CliRunner()
     res = r.invoke(main, ["image", "new", str(img), "--fault", "pin-counter-stuck", "--fault", "no-such-defect"])
-    assert res.exit_code == 1 and not img.exists()
+    assert res.exit_code == 2 and not img.exists()
     assert res.output.strip() == ("Error: --fault: unknown fault mode(s) no-such-defect; "
                                   "known: pin-counter-stuck, read-rights-ignored")
 
