@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from . import sw
 from .sw import CardError
 
 
-@dataclass(frozen=True, slots=True)
-class Apdu:
+class Apdu(NamedTuple):
     """One command APDU; le is None when absent and 256 for Le = 00."""
 
+    # A named tuple, not a frozen dataclass: as immutable, and built in a third of the time,
+    # which every command pays.
     cla: int
     ins: int
     p1: int

@@ -318,11 +318,11 @@ class KeyRecord:
 
     @property
     def counted(self) -> bool:
-        return self.base in _COUNTED
+        return (self.type & 0x3F) in _COUNTED
 
     @property
     def blocked(self) -> bool:
-        return self.counted and self.tries_left == 0
+        return self.tries_left == 0 and self.counted
 
     @property
     def needs_mac_to_change(self) -> bool:
@@ -410,7 +410,7 @@ def _check_pin(value: bytes) -> None:
 
 def pin_digits(value: bytes) -> str | None:
     """The digits of an F-padded BCD PIN, or None when it is not one."""
-    digits = value.hex().upper().rstrip("F")
+    digits = value.hex().rstrip("f")  # hex() is lower case; what is left must be digits anyway
     if not digits or not digits.isdigit():
         return None
     return digits

@@ -36,7 +36,7 @@ class FileSystem:
         self.store = store
         self.capacity = capacity
         self._local_gen = 0
-        self._seen = (-1, -1)
+        self._seen_store = self._seen_local = -1
         self._children: dict[Path, dict[int, Path]] = {}
         self._sfis: dict[Path, dict[int, Path]] = {}
         self._names: list[tuple[bytes, Path]] = []
@@ -46,8 +46,7 @@ class FileSystem:
 
     # -- index --------------------------------------------------------------------------
     def _index(self) -> None:
-        gen = (self.store.generation, self._local_gen)
-        if gen == self._seen:
+        if self.store.generation == self._seen_store and self._local_gen == self._seen_local:
             return
         children: dict[Path, dict[int, Path]] = {}
         sfis: dict[Path, dict[int, Path]] = {}
@@ -73,7 +72,7 @@ class FileSystem:
         names.sort(key=lambda item: len(item[1]))
         self._children, self._sfis, self._names, self._inactive = children, sfis, names, inactive
         self._key_files, self._by_name = key_files, {}
-        self._seen = gen
+        self._seen_store, self._seen_local = self.store.generation, self._local_gen
 
     def _touch(self) -> None:
         self._local_gen += 1
