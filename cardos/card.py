@@ -249,7 +249,9 @@ class Card:
         if not ok:
             raise CardError(fail_sw if fail_sw is not None else sw.tries_left(left))
         if left != key.max_tries:
-            self.fs.put_key(df, key.with_tries(key.max_tries))
+            # A record is immutable: one whose counter was full already is its own restored copy.
+            full = key if key.tries_left == key.max_tries else key.with_tries(key.max_tries)
+            self.fs.put_key(df, full)
             self.store.commit()
 
     def check_mac(self, cmd: Apdu, base_type: int, key_id: int) -> tuple[bytes, Path, KeyRecord]:

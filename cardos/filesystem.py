@@ -19,6 +19,7 @@ MF: Path = (MF_FID,)
 MAX_DF_DEPTH = 3
 MF_OVERHEAD = 11
 NAME_CACHE = 64
+_NONE: dict = {}  # what a DF without children indexes (never written)
 
 
 class AppState(enum.IntEnum):
@@ -94,7 +95,7 @@ class FileSystem:
     def ef_by_sfi(self, df: Path, sfi: int) -> Path | None:
         """The working EF of df whose SFI is sfi (the lowest FID, should two share it)."""
         self._index()
-        return self._sfis.get(df, {}).get(sfi)
+        return self._sfis.get(df, _NONE).get(sfi)
 
     def records_by_sfi(self, df: Path, sfi: int) -> tuple[bytes, ...]:
         """The records of df's record EF with that SFI; none when the SFI names no file or a binary one."""
