@@ -1,13 +1,11 @@
 """Anti-tearing: power cut before every EEPROM write step of a command leaves old or new state."""
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from cardos import image
 from cardos.apdu import build
 from cardos.files import KeyRecord, TransparentEF
-from cardos.nvm import PowerLoss, Store
+from cardos.nvm import PowerLoss
 from personalize import fmcos
 from personalize.demo import DEMO_KEYS, demo_card
 from tests.util import authenticate, ok, select_demo, sw
@@ -88,25 +86,3 @@ def test_a_cut_after_the_pin_decrement_keeps_the_decrement():
         assert tries in (5, 6)
         seen.add(tries)
     assert seen == {5, 6}, "some cut must land after the decrement and before the restore"
-
-
-_OPS = st.lists(st.tuples(st.sampled_from(["put", "delete", "commit", "rollback"]),
-                          st.integers(0, 5), st.integers(0, 3)), max_size=30)
-
-
-@given(_OPS)
-def test_a_commit_with_no_cut_armed_writes_and_counts_as_one_that_could_be_cut(ops):
-    # The quick commit (nothing armed) must leave what the step-by-step one leaves, steps and
-    # touched keys included: tearing tests number the steps, the serve saver reads the keys.
-    quick, checked = Store({0: "a", 1: "b"}), Store({0: "a", 1: "b"})
-    checked.arm_tear(10**9)
-    for op, key, value in ops:
-        for store in (quick, checked):
-            if op == "put":
-                store.put(key, value)
-            elif op == "delete":
-                store.delete(key)
-            else:
-                getattr(store, op)()
-        assert (quick.data, quick.steps, quick.touched, quick.commits, quick.buffer, quick.commit_flag) == \
-            (checked.data, checked.steps, checked.touched, checked.commits, checked.buffer, checked.commit_flag)
