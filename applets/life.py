@@ -18,6 +18,7 @@ LIFE_TAG = 0xC1
 DATE_TAG = 0xC2
 REASON_TAG = 0xC3
 ISSUED, ACTIVE, LOST, REPLACED, CANCELLED = "0", "1", "2", "3", "4"
+_LIFE_TAG = bytes([LIFE_TAG])
 STATES = {ISSUED: "issued", ACTIVE: "active", LOST: "loss reported", REPLACED: "replaced", CANCELLED: "cancelled"}
 
 
@@ -26,7 +27,7 @@ def life_state(card, df=None) -> str | None:
     path = df or card.session.current_df
     while len(path) > 1:
         for rec in card.fs.records_by_sfi(path, LIFE_SFI):
-            if rec[:1] == bytes([LIFE_TAG]) and len(rec) >= 3:
+            if rec[:1] == _LIFE_TAG and len(rec) >= 3:
                 return chr(rec[2])
         path = path[:-1]
     return None

@@ -83,7 +83,7 @@ def _ber_templates(base):
     """Record files keep SIMPLE-TLV (one length byte); an EMV template of 128 bytes or more reads as BER 70 81 xx."""
     def read_record(card, cmd):
         data = base(card, cmd)
-        if _in_application(card) and len(data) > 0x81 and data[0] == 0x70 and data[1] == len(data) - 2:
+        if len(data) > 0x81 and data[0] == 0x70 and data[1] == len(data) - 2 and _in_application(card):
             return data[:1] + b"\x81" + data[1:]
         return data
     return read_record

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from . import sw
 from .sw import CardError
 
 
-@dataclass(frozen=True, slots=True)
-class Apdu:
+class Apdu(NamedTuple):
     """One command APDU; le is None when absent and 256 for Le = 00."""
 
+    # A named tuple, not a frozen dataclass: as immutable, and built in a third of the time,
+    # which every command pays.
     cla: int
     ins: int
     p1: int
@@ -40,6 +41,10 @@ class Apdu:
         return bytes((self.cla, self.ins, self.p1, self.p2))
 
 
+# Every field given, in order: the tuple is built without the keyword handling of Apdu(...).
+_new = tuple.__new__
+
+
 def parse(raw: bytes) -> Apdu:
     """Parse a short APDU; a length that fits no case raises 6700."""
     n = len(raw)
@@ -47,17 +52,17 @@ def parse(raw: bytes) -> Apdu:
         raise CardError(sw.WRONG_LENGTH, "APDU shorter than its header")
     cla, ins, p1, p2 = raw[0], raw[1], raw[2], raw[3]
     if n == 4:
-        return Apdu(cla, ins, p1, p2)
+        return _new(Apdu, (cla, ins, p1, p2, b"", None, False))
     if n == 5:
-        return Apdu(cla, ins, p1, p2, le=raw[4] or 256)
+        return _new(Apdu, (cla, ins, p1, p2, b"", raw[4] or 256, False))
     lc = raw[4]
     if lc == 0:
         # An Lc of 00 followed by more bytes announces an extended APDU, which the card lacks.
         raise CardError(sw.WRONG_LENGTH, "extended length not supported")
     if n == 5 + lc:
-        return Apdu(cla, ins, p1, p2, raw[5:], None, True)
+        return _new(Apdu, (cla, ins, p1, p2, raw[5:], None, True))
     if n == 6 + lc:
-        return Apdu(cla, ins, p1, p2, raw[5:-1], raw[-1] or 256, True)
+        return _new(Apdu, (cla, ins, p1, p2, raw[5:-1], raw[-1] or 256, True))
     raise CardError(sw.WRONG_LENGTH, f"Lc {lc} does not match {n - 5} body bytes")
 
 

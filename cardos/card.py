@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from . import apdu as apdu_mod
 from . import sw
-from .access import SecurityState
+from .access import SecurityState, permits
 from .apdu import Apdu
 from .command import CARD_BLOCKED, Command, Reply
 from .commands import COMMANDS
@@ -116,7 +116,8 @@ class Card:
         """Execute one command APDU and return its answer: data ‖ SW1 SW2."""
         if not self.powered:
             self.power_on()
-        pending, self.session.pending = self.session.pending, b""
+        session = self.session
+        pending, session.pending = session.pending, b""
         try:
             cmd = apdu_mod.parse(bytes(raw))
             data = self._dispatch(cmd, pending)
@@ -136,9 +137,10 @@ class Card:
 
     def _dispatch(self, cmd: Apdu, pending: bytes) -> bytes:
         entry = self.commands.get(cmd.ins)
+        cla = cmd.cla
         # A class an instruction declares is taken as it is (a PSAM's proprietary BF, say).
-        if entry is None or cmd.cla not in entry.classes:
-            if cmd.cla == 0xFF or cmd.cla & 0x70 or cmd.cla & 0x08:
+        if entry is None or cla not in entry.classes:
+            if cla == 0xFF or cla & 0x70 or cla & 0x08:
                 raise CardError(sw.CLA_NOT_SUPPORTED)
             if cmd.channel:
                 raise CardError(sw.CHANNEL_NOT_SUPPORTED)
@@ -147,22 +149,22 @@ class Card:
             raise CardError(sw.CLA_NOT_SUPPORTED)
         if self.store.get(CARD_BLOCKED):
             raise CardError(sw.FUNCTION_NOT_SUPPORTED, "card blocked")
-        if not entry.while_blocked:
+        if not entry.while_blocked and self.fs.worst_state(self.session.current_df):
             self._refuse_if_blocked()
-        if cmd.ins == 0xC0:
-            self.session.pending = pending
+        if cmd.ins != 0xC0:
+            return entry.handler(self, cmd)
+        self.session.pending = pending
         try:
             return entry.handler(self, cmd)
         except CardError:
-            if cmd.ins == 0xC0:
-                self.session.pending = pending
+            self.session.pending = pending
             raise
 
     def _deliver(self, cmd: Apdu, data: bytes | Reply) -> bytes:
-        if isinstance(data, Reply):
-            return data.data + data.sw.to_bytes(2, "big")
         if not data:
             return b"\x90\x00"
+        if isinstance(data, Reply):
+            return data.data + data.sw.to_bytes(2, "big")
         if len(data) > MAX_ANSWER:
             # No Le asks for more than 256 bytes: a 6Cxx here would send the terminal round in circles.
             raise CardError(sw.WRONG_LENGTH, f"an answer of {len(data)} bytes does not fit a short APDU")
@@ -193,7 +195,10 @@ class Card:
 
     def require(self, right: int, what: str = "") -> None:
         """Raise 6982 unless the current security state admits the access byte."""
-        if not self.security.permits(right) and not any(h.waives(what) for h in self.hooks):
+        s = self.session
+        if s.fresh or permits(right, s.mf_state, s.df_state):
+            return
+        if not any(h.waives(what) for h in self.hooks):
             raise CardError(sw.SECURITY_NOT_SATISFIED, what)
 
     def enter_df(self, path: Path) -> None:
@@ -244,7 +249,9 @@ class Card:
         if not ok:
             raise CardError(fail_sw if fail_sw is not None else sw.tries_left(left))
         if left != key.max_tries:
-            self.fs.put_key(df, key.with_tries(key.max_tries))
+            # A record is immutable: one whose counter was full already is its own restored copy.
+            full = key if key.tries_left == key.max_tries else key.with_tries(key.max_tries)
+            self.fs.put_key(df, full)
             self.store.commit()
 
     def check_mac(self, cmd: Apdu, base_type: int, key_id: int) -> tuple[bytes, Path, KeyRecord]:

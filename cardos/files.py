@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import construct as c
 
@@ -318,11 +318,11 @@ class KeyRecord:
 
     @property
     def counted(self) -> bool:
-        return self.base in _COUNTED
+        return (self.type & 0x3F) in _COUNTED
 
     @property
     def blocked(self) -> bool:
-        return self.counted and self.tries_left == 0
+        return self.tries_left == 0 and self.counted
 
     @property
     def needs_mac_to_change(self) -> bool:
@@ -336,16 +336,18 @@ class KeyRecord:
         return len(self.value) + 8
 
     def with_tries(self, left: int) -> KeyRecord:
-        return self._evolve(tries_left=max(0, min(left, self.max_tries)))
+        top = self.max_tries
+        return self._evolve("tries_left", 0 if left < 0 else top if left > top else left)
 
     def with_value(self, value: bytes) -> KeyRecord:
-        return self._evolve(value=value)
+        return self._evolve("value", value)
 
-    def _evolve(self, **changes) -> KeyRecord:
+    def _evolve(self, name: str, value: Any) -> KeyRecord:
         # dataclasses.replace re-runs the frozen __init__; a PIN try does this twice, so copy the fields.
         new = object.__new__(KeyRecord)
-        new.__dict__.update(self.__dict__)
-        new.__dict__.update(changes)
+        fields = new.__dict__
+        fields.update(self.__dict__)
+        fields[name] = value
         return new
 
     def write_data(self) -> bytes:
@@ -410,7 +412,7 @@ def _check_pin(value: bytes) -> None:
 
 def pin_digits(value: bytes) -> str | None:
     """The digits of an F-padded BCD PIN, or None when it is not one."""
-    digits = value.hex().upper().rstrip("F")
+    digits = value.hex().rstrip("f")  # hex() is lower case; what is left must be digits anyway
     if not digits or not digits.isdigit():
         return None
     return digits

@@ -18,6 +18,8 @@ Path = tuple[int, ...]
 MF: Path = (MF_FID,)
 MAX_DF_DEPTH = 3
 MF_OVERHEAD = 11
+NAME_CACHE = 64
+_NONE: dict = {}  # what a DF without children indexes (never written)
 
 
 class AppState(enum.IntEnum):
@@ -35,21 +37,23 @@ class FileSystem:
         self.store = store
         self.capacity = capacity
         self._local_gen = 0
-        self._seen = (-1, -1)
+        self._seen_store = self._seen_local = -1
         self._children: dict[Path, dict[int, Path]] = {}
         self._sfis: dict[Path, dict[int, Path]] = {}
         self._names: list[tuple[bytes, Path]] = []
         self._inactive: dict[Path, AppState] = {}
+        self._key_files: dict[Path, Path] = {}
+        self._by_name: dict[tuple[bytes, Path], Path | None] = {}
 
     # -- index --------------------------------------------------------------------------
     def _index(self) -> None:
-        gen = (self.store.generation, self._local_gen)
-        if gen == self._seen:
+        if self.store.generation == self._seen_store and self._local_gen == self._seen_local:
             return
         children: dict[Path, dict[int, Path]] = {}
         sfis: dict[Path, dict[int, Path]] = {}
         names: list[tuple[bytes, Path]] = []
         inactive: dict[Path, AppState] = {}  # every DF not ACTIVE, by path
+        key_files: dict[Path, Path] = {}
         for key, spec in self.store.items():
             if key[0] == "A" and spec:
                 inactive[key[1]] = AppState(spec)
@@ -60,13 +64,16 @@ class FileSystem:
                 children.setdefault(path[:-1], {})[path[-1]] = path
             if isinstance(spec, DedicatedFile) and spec.name:
                 names.append((spec.name, path))
+            elif isinstance(spec, KeyFile) and len(path) > 1:
+                key_files.setdefault(path[:-1], path)
         for df, kids in children.items():
             for fid in sorted(kids, reverse=True):
                 if isinstance(self.store.get(("H", kids[fid])), ElementaryFile):
                     sfis.setdefault(df, {})[fid & 0x1F] = kids[fid]
         names.sort(key=lambda item: len(item[1]))
         self._children, self._sfis, self._names, self._inactive = children, sfis, names, inactive
-        self._seen = gen
+        self._key_files, self._by_name = key_files, {}
+        self._seen_store, self._seen_local = self.store.generation, self._local_gen
 
     def _touch(self) -> None:
         self._local_gen += 1
@@ -88,7 +95,7 @@ class FileSystem:
     def ef_by_sfi(self, df: Path, sfi: int) -> Path | None:
         """The working EF of df whose SFI is sfi (the lowest FID, should two share it)."""
         self._index()
-        return self._sfis.get(df, {}).get(sfi)
+        return self._sfis.get(df, _NONE).get(sfi)
 
     def records_by_sfi(self, df: Path, sfi: int) -> tuple[bytes, ...]:
         """The records of df's record EF with that SFI; none when the SFI names no file or a binary one."""
@@ -100,6 +107,17 @@ class FileSystem:
     def df_by_name(self, name: bytes, near: Path) -> Path | None:
         """A DF by name: exact match first, nearest to `near` first, then a right-truncated match."""
         self._index()
+        # Terminals select the same few names over and over: the answer holds until the tree changes.
+        key = (bytes(name), near)
+        try:
+            return self._by_name[key]
+        except KeyError:
+            if len(self._by_name) >= NAME_CACHE:  # a terminal probing names must not grow it without end
+                self._by_name.clear()
+            found = self._by_name[key] = self._df_by_name(name, near)
+            return found
+
+    def _df_by_name(self, name: bytes, near: Path) -> Path | None:
         exact = [p for n, p in self._names if n == name]
         partial = [p for n, p in self._names if n.startswith(name) and n != name]
         for group in (exact, partial):
@@ -108,10 +126,8 @@ class FileSystem:
         return None
 
     def key_file(self, df: Path) -> Path | None:
-        for path in self.children(df).values():
-            if isinstance(self.spec(path), KeyFile):
-                return path
-        return None
+        self._index()
+        return self._key_files.get(df)
 
     def walk(self, df: Path = MF) -> Iterator[tuple[Path, FileSpec]]:
         """Depth-first listing of the tree under df, df included."""

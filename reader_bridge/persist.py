@@ -54,7 +54,9 @@ class ImageSaver:
     def _unchanged(self, data: dict, touched: set) -> bool:
         saved = self.saved
         for key in touched:
-            if data.get(key, _MISSING) != saved.get(key, _MISSING):
+            now, then = data.get(key, _MISSING), saved.get(key, _MISSING)
+            # A right PIN puts back the very record it took out: no field-by-field comparison.
+            if now is not then and now != then:
                 return False
         return True
 

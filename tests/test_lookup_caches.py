@@ -1,0 +1,64 @@
+"""The card's lookup caches (DF by name, a DF's key file) answer as the file tree stands now."""
+
+import pytest
+
+from cardos import sw as SW
+from cardos.nvm import PowerLoss
+from cardos.files import DedicatedFile, KeyFile, TransparentEF
+from cardos.tlv import find
+from personalize import fmcos
+from personalize.demo import DEMO_KEYS
+from tests.util import authenticate, ok, select_demo, sw, tx
+
+SUB_NAME = b"SSCARD.SUB"
+SUB = DedicatedFile(0xDF02, size=0x100, name=SUB_NAME)
+
+
+def _create_sub(card) -> None:
+    select_demo(card)
+    assert authenticate(card, 0x00, DEMO_KEYS["df_master"]) == 0x9000
+    ok(card, fmcos.create_file(SUB))
+
+
+def test_a_name_not_found_is_found_once_its_df_exists(card):
+    select_demo(card)
+    assert sw(card, "00A404000A" + SUB_NAME.hex()) == SW.FILE_NOT_FOUND
+    _create_sub(card)
+    assert find(ok(card, "00A404000A" + SUB_NAME.hex()), 0x84) == SUB_NAME
+
+
+def test_a_truncated_name_gives_way_to_an_exact_match_created_later(card):
+    partial = b"SSCARD.D"
+    select_demo(card)
+    assert find(ok(card, "00A4040008" + partial.hex()), 0x84) == b"SSCARD.DEMO"
+    assert authenticate(card, 0x00, DEMO_KEYS["df_master"]) == 0x9000
+    ok(card, fmcos.create_file(DedicatedFile(0xDF03, size=0x40, name=partial)))
+    assert find(ok(card, "00A4040008" + partial.hex()), 0x84) == partial
+
+
+def test_a_df_entered_again_after_its_key_file_came_is_no_longer_fresh(card):
+    _create_sub(card)
+    ok(card, "00A404000A" + SUB_NAME.hex())
+    ok(card, fmcos.create_file(TransparentEF(0x0001, read_right=0xEF, write_right=0xEF, size=4)))
+    assert tx(card, "00B0810000") == (bytes(4), 0x9000)       # no key file: every right waived
+    ok(card, "00A404000A" + SUB_NAME.hex())
+    assert tx(card, "00B0810000") == (bytes(4), 0x9000)       # entered again, still no key file
+    ok(card, fmcos.create_file(KeyFile(0x0000, size=0x40, add_right=0xEF)))
+    ok(card, "00A404000A" + SUB_NAME.hex())
+    assert sw(card, "00B0810000") == SW.SECURITY_NOT_SATISFIED
+
+
+def test_a_df_whose_creation_was_torn_is_not_found_after_power_on(card):
+    _create_sub(card)
+    ok(card, "00A404000A" + SUB_NAME.hex())
+    card.power_on()
+    select_demo(card)
+    assert authenticate(card, 0x00, DEMO_KEYS["df_master"]) == 0x9000
+    other = DedicatedFile(0xDF03, size=0x40, name=b"SSCARD.TORN")
+    assert sw(card, "00A404000B" + b"SSCARD.TORN".hex()) == SW.FILE_NOT_FOUND
+    card.store.arm_tear(1)
+    with pytest.raises(PowerLoss):
+        card.transmit(fmcos.create_file(other))
+    card.power_on()
+    assert sw(card, "00A404000B" + b"SSCARD.TORN".hex()) == SW.FILE_NOT_FOUND
+    assert find(ok(card, "00A404000A" + SUB_NAME.hex()), 0x84) == SUB_NAME
