@@ -1,8 +1,10 @@
 """The batch runner (one station): a cardholder file, a profile and issuer keys in; personalized cards out.
 
 Cards go into card images in a folder, or through PC/SC readers: one pool of workers, one per reader
-(or per image maker), each claiming its next cardholder from the journal and taking it through one
-CardJob. Several stations may share a batch on a PostgreSQL journal. A card left half made by a
+(or per card worker process making images, one per core by default: see personalize.cardwork), each
+claiming its next cardholder from the journal and taking it through one CardJob; the journal, the
+audit log and the claims stay in this process. Several stations may share a batch on a PostgreSQL
+journal. A card left half made by a
 station that died is claimed again once its lease runs out (at once by the same station restarted):
 a virtual card is made again, a real one is quarantined with the step it was in. A card whose
 authentication fails is never retried. Consecutive failures stop the station.
@@ -20,20 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cardos import image as card_image
-from cardos import sw as SW
-from terminal.factors import card_factor
 
-from . import cardholders, crash, virtual
+from . import cardholders, cardwork, crash, virtual
 from .audit import AuditError, AuditLog
-from .compiler import init_script, perso_script
+from .compiler import init_script
 from .journal import (DONE, PENDING, QUARANTINED, REJECTED, STARTED, CardRow, Conflict, Journal, JournalError,
                       LeaseLost, is_database_url, open_journal)
 from .keys import KeyProvider
 from .profile import Profile
-from .script import ScriptError, run
-from .verify import VerifyError, verify_card
-
-AUTH_FAILURES = {SW.MAC_WRONG, SW.FMCOS_MAC_WRONG, SW.BLOCKED, SW.SECURITY_NOT_SATISFIED}
 
 
 class BatchError(RuntimeError):
@@ -55,11 +51,11 @@ class Options:
     strict: bool = False
     init: bool = False
     max_failures: int = 3
+    # Processes for the CPU work: checking the cardholder file and making virtual cards (None: one per core).
     workers: int | None = None
     card_timeout: float = 60.0
     station: str = ""
     lease: float = 30.0
-    image_workers: int = 1
     encoding: str = "utf-8"
     rules: cardholders.Rules = field(default_factory=cardholders.Rules)
 
@@ -243,9 +239,12 @@ def run_batch(opts: Options, progress: Progress | None = None) -> Result:
     bid = batch_id(opts.profile, src)
     result = Result(bid, station)
     audit = None
+    # Forked before the journal, the audit log and the lock are opened: no worker holds a copy of them.
+    pool = _pool(opts)
     try:
         journal = open_journal(opts.journal, station)
     except JournalError as e:
+        pool.close()
         raise BatchError(str(e)) from None
     try:
         journal.own(bid)
@@ -271,7 +270,7 @@ def run_batch(opts: Options, progress: Progress | None = None) -> Result:
         audit.write("batch-start", batch=bid, profile=opts.profile.name, profile_digest=opts.profile.digest,
                     key_versions=versions, source_digest=src, resumed=bool(existing),
                     target=opts.out_dir or ", ".join(opts.readers))
-        station_run = Station(opts, bid, journal, audit, progress)
+        station_run = Station(opts, bid, journal, audit, progress, pool)
         result.made_now = station_run.run()
         counts = journal.counts(bid)
         result.done, result.rejected = counts.get(DONE, 0), counts.get(REJECTED, 0)
@@ -283,14 +282,29 @@ def run_batch(opts: Options, progress: Progress | None = None) -> Result:
             journal.close_batch(bid)
         audit.write("batch-end", batch=bid, done=result.done, rejected=result.rejected,
                     quarantined=result.quarantined, pending=result.pending, stopped=result.stopped)
-    except (JournalError, AuditError) as e:
+    except (JournalError, AuditError, cardwork.WorkerError) as e:
         raise BatchError(str(e)) from None
     finally:
+        pool.close()
         if audit is not None:
             audit.close()
         journal.close()
     result.seconds = time.monotonic() - t0
     return result
+
+
+def _work(opts: Options) -> cardwork.Work:
+    # Compiled once per batch: every card of it gets the same initialization.
+    return cardwork.Work(opts.profile, opts.keys, opts.rules,
+                         init_script(opts.profile) if (opts.out_dir or opts.init) else None)
+
+
+def _pool(opts: Options) -> cardwork.Pool:
+    """Card worker processes for a batch into images (none when one worker is asked for, or for readers)."""
+    n = opts.workers or cardwork.default_workers()
+    if not opts.out_dir or n < 2 or not cardwork.can_fork(opts.keys):
+        return cardwork.Pool(None, 0)
+    return cardwork.Pool(_work(opts), n)
 
 
 def status(journal: Journal, batch_id: str) -> dict:
@@ -335,23 +349,16 @@ class _Failures:
                 self.stopped = f"{self.run} cards failed in a row (last {card_number}): batch stopped"
 
 
-def _failure(e: Exception) -> str:
-    """A quarantine reason without secrets; authentication failures say they are not retried."""
-    if isinstance(e, ScriptError):
-        auth = e.sw in AUTH_FAILURES or (e.sw & 0xFFF0) == SW.PIN_WRONG
-        return f"step {e.note!r} answered {e.sw:04X}" + (" (authentication failure: not retried)" if auth else "")
-    return str(e)
-
-
 class Station:
     """One station's pool of workers on a batch: each claims a cardholder, takes it through a CardJob, and
     comes back for the next until the batch has nothing left that another station might still give back."""
 
-    def __init__(self, opts: Options, bid: str, journal: Journal, audit: AuditLog, progress: Progress | None) -> None:
+    def __init__(self, opts: Options, bid: str, journal: Journal, audit: AuditLog, progress: Progress | None,
+                 pool: cardwork.Pool | None = None) -> None:
         self.opts, self.bid, self.journal, self.audit, self.progress = opts, bid, journal, audit, progress
         self.failures = _Failures(opts.max_failures)
-        # Compiled once per batch: every card of it gets the same initialization.
-        self.init = init_script(opts.profile) if (opts.out_dir or opts.init) else None
+        self.pool = pool
+        self.work = pool.work if pool and pool.workers else _work(opts)
         self.made = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -362,7 +369,10 @@ class Station:
     def run(self) -> int:
         if self.opts.out_dir:
             Path(self.opts.out_dir).mkdir(parents=True, exist_ok=True)
-            slots = [_ImageSlot(self) for _ in range(max(1, self.opts.image_workers))]
+            if self.pool and self.pool.workers:
+                slots = [_ImageSlot(self, w) for w in self.pool.workers]
+            else:                           # keys in a token: threads in this process, one per core
+                slots = [_ImageSlot(self) for _ in range(self.opts.workers or cardwork.default_workers())]
         else:
             slots = [_ReaderSlot(self, r) for r in self.opts.readers]
         renewer = threading.Thread(target=self._renew, name="perso:lease", daemon=True)
@@ -462,48 +472,43 @@ class CardJob:
         crash.point(name)
 
     def run(self) -> bool:
-        from reader_bridge.transport import TransportError
-        st, c, prof, keys = self.st, self.c, self.st.opts.profile, self.st.opts.keys
-        t, target, save, extra = self.slot.open(c, self.ready)
+        st, c = self.st, self.c
+        card, target, extra = self.slot.open(c, self.ready)
         trail: list[str] = []
         hexatr = "?"
         try:
-            atr = t.atr()
-            hexatr = atr.hex().upper()
-            if st.init is not None:
+            hexatr = card.atr()
+            if st.work.init is not None:
                 self.step("init", target=target, atr=hexatr)
-                trail += _sws(run(t.transmit, st.init, keys))
-                t.reset()
-            factor = card_factor(atr)
-            values = cardholders.values(c.holder, prof, factor, st.opts.rules, checked=True)
+                trail += card.init()
             self.step("perso", target=target, atr=hexatr)
-            trail += _sws(run(t.transmit, perso_script(prof, values, factor), keys))
-            t.reset()
+            trail += card.perso(c.holder)
             self.step("verify")
-            checked = verify_card(t, prof, values, keys)
-            if save is not None:
+            checked = card.verify()
+            if card.saves:
                 self.step("save")
-                save()
+                card.save()
                 crash.point("saved")
-        except (ScriptError, VerifyError, cardholders.HolderError, TransportError) as e:
-            reason = _failure(e)
+        except cardwork.failures() as e:
+            reason = cardwork.failure(e)
             st._end(c, QUARANTINED, reason, atr=hexatr, result=reason, sw_trail=trail[-8:], **self.slot.where)
             return False
         finally:
-            self.slot.done(t)
+            self.slot.done(card)
         st._end(c, DONE, None, atr=hexatr, result="personalized", verified_records=checked,
                 sw_trail=_compress(trail), **self.slot.where, **extra)
         return True
 
 
 class _ImageSlot:
-    """A worker that makes virtual cards into card images in a folder."""
+    """A worker that makes virtual cards into card images in a folder: in a card worker process, or here."""
 
     remakes = True                  # a half-made virtual card is simply made again
     where: dict = {}
 
-    def __init__(self, station: Station) -> None:
-        self.station, self.name = station, "images"
+    def __init__(self, station: Station, worker: cardwork.Worker | None = None) -> None:
+        self.station, self.worker = station, worker
+        self.name = worker.name if worker else "images"
 
     def ready(self):
         return None
@@ -514,10 +519,12 @@ class _ImageSlot:
         if c.state == STARTED:
             # A station killed while saving this card left its temporary behind; the image itself is whole.
             card_image.remove_stale_temps(opts.out_dir, f"{c.card_number}.json")
-        card = virtual.blank(opts.profile, virtual.chip_serial(f"{self.station.bid}:{c.row}"))
-        return _transport(card), path, lambda: card_image.save(card, path), {"image": os.path.basename(path)}
+        serial = virtual.chip_serial(f"{self.station.bid}:{c.row}")
+        card = (self.worker.image(serial, path) if self.worker
+                else cardwork.ImagePhases(self.station.work, serial, path))
+        return card, path, {"image": os.path.basename(path)}
 
-    def done(self, t) -> None:
+    def done(self, card) -> None:
         pass
 
 
@@ -540,23 +547,15 @@ class _ReaderSlot:
     def open(self, c: CardRow, atr: bytes):
         from reader_bridge.pcsc import PcscTransport
         self.last_atr = atr
-        return PcscTransport(self.reader, timeout=self.station.opts.card_timeout), self.reader, None, {}
+        t = PcscTransport(self.reader, timeout=self.station.opts.card_timeout)
+        return cardwork.Phases(t, self.station.work), self.reader, {}
 
-    def done(self, t) -> None:
+    def done(self, card) -> None:
         from reader_bridge.transport import TransportError
         try:
-            t.close(unpower=True)
+            card.t.close(unpower=True)
         except TransportError:
             pass
-
-
-def _transport(card):
-    from reader_bridge.transport import InProcess
-    return InProcess(card)
-
-
-def _sws(log) -> list[str]:
-    return [f"{ex.sw:04X}" for ex in log]
 
 
 def _compress(trail: list[str]) -> str:

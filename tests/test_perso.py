@@ -199,14 +199,17 @@ def test_card_numbers_are_never_issued_twice_across_batches(tmp_path):
     assert "already issued in an earlier batch" in Path(result.rejects_file).read_text()
 
 
-def test_an_authentication_failure_quarantines_the_card_and_failures_stop_the_batch(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_authentication_failure_quarantines_the_card_and_failures_stop_the_batch(tmp_path, workers):
     from personalize.keys import SoftwareKeys
     wrong = dict(keys()._masters)
     wrong["FACTORY"] = (wrong["FACTORY"][0], bytes(16), 1)       # not the blank chips' factory key
-    opts = _opts(tmp_path, _csv(tmp_path, 6))
+    opts = _opts(tmp_path, _csv(tmp_path, 6), workers=workers)
     opts.keys = SoftwareKeys(wrong)
     result = batch.run_batch(opts)
-    assert result.quarantined == 3 and result.done == 0 and result.pending == 3
+    # The third failure in a row stops the station; a card another worker had in hand then still ends.
+    assert 3 <= result.quarantined <= 3 + workers - 1
+    assert result.done == 0 and result.pending == 6 - result.quarantined
     assert "stopped" in result.stopped
     assert all("authentication failure: not retried" in q["reason"] for q in result.quarantine)
     n, problems = checked(opts.audit, opts.journal, opts.keys)

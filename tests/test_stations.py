@@ -290,12 +290,12 @@ def test_a_dead_stations_real_card_is_quarantined_with_its_step_unless_no_apdu_w
         remakes, where = False, {"reader": "Reader 1"}
 
         def open(self, c, ready):
-            from personalize import virtual
+            from personalize import cardwork, virtual
             from reader_bridge.transport import InProcess
             card = virtual.blank(opts.profile, virtual.chip_serial(f"{bid}:{c.row}"))
-            return InProcess(card), "Reader 1", None, {}
+            return cardwork.Phases(InProcess(card), station.work), "Reader 1", {}
 
-        def done(self, t):
+        def done(self, card):
             pass
 
     c = j.claim(bid, lease=30)
