@@ -87,8 +87,7 @@ base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 opts = batch.Options(prof(), keys(), csv_path, os.path.join(tmp, "j.sqlite"), os.path.join(tmp, "a.jsonl"), tmp)
 journal = open_journal(opts.journal, "bench")
 t0 = time.perf_counter()
-src = batch._digest(csv_path)
-n, _ = batch.prepare(opts, journal, src, batch.batch_id(opts.profile, src))
+n, _, _, _ = batch.prepare(opts, journal)
 seconds = time.perf_counter() - t0
 journal.close()
 print(n, seconds, base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,

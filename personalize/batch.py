@@ -161,26 +161,36 @@ def rejects_path(opts: Options, bid: str) -> str:
     return str(where.with_name(f"rejects-{bid}.csv"))
 
 
-def prepare(opts: Options, journal: Journal, src: str, bid: str) -> tuple[int, str | None]:
-    """Record a new batch: the file streamed once through the checks on all cores and into the journal chunk by
-    chunk, duplicates found by the journal's own indexes. Returns (records, rejects file or None); Conflict
-    when another station recorded the batch first."""
+class Recorded(Exception):
+    """The file read for a new batch is one the journal holds already: (batch id, source digest)."""
+
+
+def prepare(opts: Options, journal: Journal, src: str | None = None, bid: str | None = None
+            ) -> tuple[int, str | None, str, str]:
+    """Record a new batch: the file read once, hashed as it streams through the checks on all cores and into the
+    journal chunk by chunk, duplicates found by the journal's own indexes. Without `bid` the rows go in under a
+    provisional id that becomes the batch's id (from the profile and the file's digest) in the same transaction,
+    or Recorded, nothing written, when the journal holds that batch already. Returns (records, rejects file or
+    None, batch id, source digest); Conflict when another station recorded the batch first."""
+    import csv
+    import secrets
     import tempfile
-    final = rejects_path(opts, bid)
+    digest = None if bid else hashlib.sha256()
+    label = bid or f"new-{secrets.token_hex(6)}"
+    where = Path(rejects_path(opts, label)).parent
     # Its own temporary: stations starting together each prepare until one of them records the batch.
-    fd, tmp = tempfile.mkstemp(prefix=f".{Path(final).name}.", suffix=".tmp", dir=Path(final).parent)
+    fd, tmp = tempfile.mkstemp(prefix=".rejects-", suffix=".csv.tmp", dir=where)
     records = invalid = 0
     with open(fd, "w", encoding="utf-8", newline="") as out:
-        import csv
         w = csv.writer(out)
         w.writerow(["line", "field", "reason"])
         try:
-            with journal.new_batch(bid, opts.profile.name, opts.profile.digest, os.path.basename(opts.cardholder_file),
-                                   src) as nb:
+            with journal.new_batch(label, opts.profile.name, opts.profile.digest,
+                                   os.path.basename(opts.cardholder_file), src or "") as nb:
                 for chunk in cardholders.check_file(opts.cardholder_file, opts.profile, opts.encoding, opts.workers,
-                                                    rules=opts.rules):
+                                                    rules=opts.rules, digest=digest):
                     records += len(chunk)
-                    rows = _judge(nb, bid, chunk)
+                    rows = _judge(nb, label, chunk)
                     for line, _, _, state, _, _ in rows:
                         if state == REJECTED:
                             invalid += 1
@@ -188,6 +198,11 @@ def prepare(opts: Options, journal: Journal, src: str, bid: str) -> tuple[int, s
                                 w.writerow([line, f, why])
                     if not opts.strict:
                         nb.add(rows, judged=True)
+                if digest is not None:
+                    src = digest.hexdigest()
+                    bid = batch_id(opts.profile, src)
+                    if not nb.name(bid, src):
+                        raise Recorded(bid, src)
                 if opts.strict and invalid:
                     raise BatchError(f"--strict: {invalid} of {records} records are invalid; nothing was personalized")
             out.flush()
@@ -198,9 +213,10 @@ def prepare(opts: Options, journal: Journal, src: str, bid: str) -> tuple[int, s
             raise
     if not invalid:
         os.unlink(tmp)
-        return records, None
+        return records, None, bid, src
+    final = rejects_path(opts, bid)
     os.replace(tmp, final)
-    return records, final
+    return records, final, bid, src
 
 
 def _judge(nb, bid: str, chunk) -> list[tuple]:
@@ -235,9 +251,6 @@ def run_batch(opts: Options, progress: Progress | None = None) -> Result:
     one_target(opts.out_dir, opts.readers)
     t0 = time.monotonic()
     station = opts.station or default_station()
-    src = _digest(opts.cardholder_file)
-    bid = batch_id(opts.profile, src)
-    result = Result(bid, station)
     audit = None
     # Forked before the journal, the audit log and the lock are opened: no worker holds a copy of them.
     pool = _pool(opts)
@@ -247,20 +260,8 @@ def run_batch(opts: Options, progress: Progress | None = None) -> Result:
         pool.close()
         raise BatchError(str(e)) from None
     try:
-        journal.own(bid)
-        existing = journal.batch(bid)
-        shared = is_database_url(opts.journal) and existing and not existing["finished"]
-        if existing and not opts.resume and not shared:
-            raise BatchError(f"batch {bid} is in the journal already; add --resume to finish it")
-        if opts.resume and not existing and not is_database_url(opts.journal):
-            raise BatchError(f"nothing to resume: the journal has no batch {bid} for this profile and file")
-        if not existing:
-            try:
-                _, result.rejects_file = prepare(opts, journal, src, bid)
-            except Conflict:
-                if journal.batch(bid) is None:
-                    raise
-                # Another station recorded the batch a moment before us: we join it.
+        bid, src, existing, rejects = _open_batch(opts, journal)
+        result = Result(bid, station, rejects_file=rejects)
         journal.release_own(bid)
         audit = AuditLog(opts.audit, opts.keys.audit_mac, journal, station=station)
         if audit.recovered:
@@ -291,6 +292,46 @@ def run_batch(opts: Options, progress: Progress | None = None) -> Result:
         journal.close()
     result.seconds = time.monotonic() - t0
     return result
+
+
+def _open_batch(opts: Options, journal: Journal) -> tuple[str, str, dict | None, str | None]:
+    """The batch the cardholder file makes, this process its only runner at this station: (id, source digest,
+    its journal record when it was there already, reject file). A file the journal has not seen under this name
+    is read once, recorded as it is hashed; otherwise it is hashed first to find its batch."""
+    name = os.path.basename(opts.cardholder_file)
+    if not opts.resume and not journal.has_source(opts.profile.digest, name):
+        journal.own("being recorded")               # SQLite: the file's lock, before anything is written
+        try:
+            _, rejects, bid, src = prepare(opts, journal)
+            journal.own(bid)
+            return bid, src, None, rejects
+        except Recorded as e:
+            bid, src = e.args
+        except Conflict:
+            bid = batch_id(opts.profile, src := _digest(opts.cardholder_file))
+            if journal.batch(bid) is None:
+                raise
+            # Another station recorded the batch a moment before us: we join it.
+            journal.own(bid)
+            return bid, src, None, None
+    else:
+        bid = batch_id(opts.profile, src := _digest(opts.cardholder_file))
+    journal.own(bid)
+    existing = journal.batch(bid)
+    shared = is_database_url(opts.journal) and existing and not existing["finished"]
+    if existing and not opts.resume and not shared:
+        raise BatchError(f"batch {bid} is in the journal already; add --resume to finish it")
+    if opts.resume and not existing and not is_database_url(opts.journal):
+        raise BatchError(f"nothing to resume: the journal has no batch {bid} for this profile and file")
+    if existing:
+        return bid, src, existing, None
+    try:
+        _, rejects, _, _ = prepare(opts, journal, src, bid)     # a changed file under a known name: read again
+        return bid, src, None, rejects
+    except Conflict:
+        if journal.batch(bid) is None:
+            raise
+        return bid, src, None, None
 
 
 def _work(opts: Options) -> cardwork.Work:
