@@ -426,8 +426,13 @@ class Station:
                            for slot in slots]
                 for th in threads:
                     th.start()
-                for th in threads:
-                    th.join()
+                try:
+                    for th in threads:
+                        th.join()
+                finally:
+                    self._stop.set()            # Ctrl-C here: each worker ends the card in its hands, then stops
+                    for th in threads:
+                        th.join()
                 if self._crash:
                     raise self._crash[0]
         finally:
@@ -453,7 +458,7 @@ class Station:
     def _work(self, slot) -> None:
         from reader_bridge.transport import TransportError
         ready = _NOTHING
-        while not self.failures.stopped and not self._crash:
+        while not self.failures.stopped and not self._crash and not self._stop.is_set():
             try:
                 # A card waiting in the reader stays there for the next claim if this one brings nothing.
                 ready = slot.ready() if ready is _NOTHING else ready

@@ -14,6 +14,9 @@ worker holds a copy of them: the kernel frees the batch as soon as the station d
 it (PR_SET_PDEATHSIG, and its pipe closes). They inherit the profile, the compiled initialization script and the
 keys instead of receiving them. Keys in a token (PKCS#11) stay in this process: a forked child cannot use the
 parent's session, so with them the station keeps its workers as threads.
+
+Readers keep one thread each in the station's process: a card in a reader spends its time in the card and
+the link (hundreds of APDUs), next to which the host's share (compiling its script, a few MACs) is small.
 """
 
 from __future__ import annotations
