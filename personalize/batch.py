@@ -4,10 +4,10 @@ Cards go into card images in a folder, or through PC/SC readers: one pool of wor
 (or per card worker process making images, one per core by default: see personalize.cardwork), each
 claiming its next cardholder from the journal and taking it through one CardJob; the journal, the
 audit log and the claims stay in this process. Several stations may share a batch on a PostgreSQL
-journal. A card left half made by a
-station that died is claimed again once its lease runs out (at once by the same station restarted):
-a virtual card is made again, a real one is quarantined with the step it was in. A card whose
-authentication fails is never retried. Consecutive failures stop the station.
+journal. A card left half made by a station that died is claimed again once its lease runs out (at
+once by the same station restarted): a virtual card is made again, a real one is quarantined with the
+step it was in. A card whose authentication fails is never retried. Consecutive failures stop the
+station.
 """
 
 from __future__ import annotations
@@ -300,7 +300,8 @@ def _open_batch(opts: Options, journal: Journal) -> tuple[str, str, dict | None,
     is read once, recorded as it is hashed; otherwise it is hashed first to find its batch."""
     name = os.path.basename(opts.cardholder_file)
     if not opts.resume and not journal.has_source(opts.profile.digest, name):
-        journal.own("being recorded")               # SQLite: the file's lock, before anything is written
+        if journal.EXCLUSIVE:
+            journal.own("being recorded")           # the file's lock, before anything is written
         try:
             _, rejects, bid, src = prepare(opts, journal)
             journal.own(bid)
