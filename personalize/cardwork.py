@@ -7,7 +7,9 @@ station's process, which alone writes them, in the order it assigns; a worker on
 it is handed and answers each phase. The station journals each step before it asks for it, exactly as it does
 for a card in a reader, so a kill at any point leaves the journal where it was before: a half-made virtual card
 is made again from its blank chip (same serial, same bytes), its stale temporary removed. A worker writes the
-image atomically itself (temp + fsync + rename), so no image bytes cross the pipe.
+image atomically itself (temp + fsync + rename), so no image bytes cross the pipe. Workers claiming through the
+journal themselves would each need a connection of their own, a share of the one audit chain a station writes,
+and, on SQLite, of the lock that lets one process own the file: the station keeping them needs none of that.
 
 The workers are forked when the batch starts, before the station opens its journal, audit log or lock, so no
 worker holds a copy of them: the kernel frees the batch as soon as the station dies, and each worker dies with
