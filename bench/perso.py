@@ -113,11 +113,13 @@ def main() -> None:
             target="< 20 ms", met=statistics.median(perso_ms) < 20)
     out.add("verify_ms", "read-back of every written record", verify_ms, "ms", higher_is_better=False)
     out.add("whole_ms", "the whole card: blank -> init -> perso -> verify", whole_ms, "ms", higher_is_better=False)
-    one = out.add("batch_rate_1", f"batch of {BATCH} into card images, --workers 1", rates[1], "cards/s")
-    every = out.add("batch_rate_n", f"the same, --workers {cores} (one per core)", rates[cores], "cards/s",
-                    target=">= 100 cards/s", met=statistics.median(rates[cores]) >= 100)
-    out.add("batch_speedup", f"--workers {cores} against --workers 1", every / one, "x",
-            target=">= 1.7x on 2 cores", met=every / one >= 1.7)
+    out.add("batch_rate_1", f"batch of {BATCH} into card images, --workers 1", rates[1], "cards/s")
+    out.add("batch_rate_n", f"the same, --workers {cores} (one per core)", rates[cores], "cards/s",
+            target=">= 100 cards/s", met=statistics.median(rates[cores]) >= 100)
+    # Round by round: each pair ran back to back, on the same share of the machine.
+    speedup = [n / o for n, o in zip(rates[cores], rates[1])]
+    out.add("batch_speedup", f"--workers {cores} against --workers 1, per round", speedup, "x",
+            target=">= 1.7x on 2 cores", met=statistics.median(speedup) >= 1.7)
     out.add("cores_given", f"cores the machine gave this run (of {cores})", given, "cores")
     out.add("prep_100k_s", "data preparation, 100k records, all cores", prep_s, "s", higher_is_better=False,
             target="< 60 s", met=prep_s < 60)
