@@ -26,10 +26,10 @@ AUDIT_VARIES = {"time", "hash", "prev", "log", "seq"}
 JOURNAL_TIMES = ("updated", "claimed", "lease_until")
 
 
-def _run(folder: Path, csv_path: str, workers: int) -> batch.Result:
+def _run(folder: Path, csv_path: str, workers: int, resume: bool = False) -> batch.Result:
     folder.mkdir(exist_ok=True)
     opts = batch.Options(prof(), keys(), csv_path, str(folder / "journal.sqlite"), str(folder / "audit.jsonl"),
-                         str(folder / "cards"), station="s", workers=workers)
+                         str(folder / "cards"), station="s", workers=workers, resume=resume)
     return batch.run_batch(opts)
 
 
@@ -142,3 +142,27 @@ def test_a_station_killed_with_its_workers_resumes_to_one_card_per_cardholder(tm
     assert sorted(done) == sorted(h["card_number"] for h in holders)         # every card's line, once
     assert _images(out) == _images(ref)                                      # the cards one clean run makes
     assert _clean(out) == []
+
+
+def test_a_worker_that_dies_stops_the_station_in_one_line_and_a_resume_finishes(tmp_path, monkeypatch):
+    csv_path = str(tmp_path / "holders.csv")
+    cardholders.write_csv(csv_path, cardholders.generate(12, seed=23))
+    real, seen = cardwork.Worker.call, []
+
+    def call(self, op, *args):
+        if op == "perso":
+            seen.append(op)
+            if len(seen) == 5:                                  # killed in the middle of a card
+                self.process.kill()
+                self.process.join()
+        return real(self, op, *args)
+
+    monkeypatch.setattr(cardwork.Worker, "call", call)
+    with pytest.raises(batch.BatchError, match=r"^card worker \d \(pid \d+\) stopped unexpectedly \(exit code -9\)$"):
+        _run(tmp_path / "out", csv_path, 2)
+    monkeypatch.undo()
+    r = _run(tmp_path / "out", csv_path, 2, resume=True)
+    assert (r.done, r.quarantined, r.pending) == (12, 0, 0)
+    _run(tmp_path / "ref", csv_path, 1)
+    assert _images(tmp_path / "out") == _images(tmp_path / "ref")
+    assert _clean(tmp_path / "out") == []
