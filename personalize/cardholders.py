@@ -350,12 +350,12 @@ _WORKER: list = []
 def _load_profile(source, rules) -> None:
     """A check worker builds the profile once, not once per chunk."""
     from .profile import build
-    _die_with_parent()
+    die_with_parent()
     _WORKER[:] = [build(source), rules]
 
 
-def _die_with_parent() -> None:
-    """A check worker ends when the station that started it is killed (else it waits on its queue forever)."""
+def die_with_parent() -> None:
+    """A worker process (data checks, cards) ends when the station that started it is killed (else it waits forever)."""
     import ctypes
     import signal
     try:

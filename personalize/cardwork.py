@@ -33,6 +33,8 @@ from terminal.factors import card_factor
 
 from . import cardholders, virtual
 from .compiler import perso_script
+from .keys import KeyProvider
+from .profile import Profile
 from .script import ScriptError, run
 from .verify import VerifyError, verify_card
 
@@ -69,8 +71,8 @@ def _sws(log) -> list[str]:
 class Work:
     """What every card of a batch needs: the profile, the issuer keys, the rules, the initialization script."""
 
-    profile: object
-    keys: object
+    profile: Profile
+    keys: KeyProvider
     rules: cardholders.Rules
     init: list | None
 
@@ -133,8 +135,8 @@ def _serve(conn, work: Work, siblings) -> None:
     """A worker's life: one card at a time, one phase per message, until the station says stop or is gone."""
     import signal
 
-    from .cardholders import _die_with_parent
-    _die_with_parent()
+    from .cardholders import die_with_parent
+    die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)       # Ctrl-C is the station's to handle; it stops the pool
     for other in siblings:
         other.close()           # the station's ends of earlier workers' pipes: theirs must see EOF when it dies
