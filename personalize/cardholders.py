@@ -347,21 +347,25 @@ def _chunks(rows, size: int):
 _WORKER: list = []
 
 
-def _load_profile(source, rules) -> None:
+def _load_profile(source, rules, station: int) -> None:
     """A check worker builds the profile once, not once per chunk."""
     from .profile import build
-    die_with_parent()
+    die_with_parent(station)
     _WORKER[:] = [build(source), rules]
 
 
-def die_with_parent() -> None:
-    """A worker process (data checks, cards) ends when the station that started it is killed (else it waits forever)."""
+def die_with_parent(station: int) -> None:
+    """A worker process (data checks, cards) ends when the station that started it (pid `station`) is killed, else
+    it waits forever and holds what the station shared with it."""
     import ctypes
+    import os
     import signal
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)        # PR_SET_PDEATHSIG, Linux only
     except (OSError, AttributeError):
         pass
+    if os.getppid() != station:
+        os._exit(1)                 # killed before the line above took effect: nobody would send the signal
 
 
 def _parse_and_check(header, chunk, profile=None, rules=None):
@@ -389,7 +393,8 @@ def check_file(path: str, profile: Profile, encoding: str = "utf-8", workers: in
         for part in _chunks(lines, chunk):
             yield _parse_and_check(header, part, profile, rules)
         return
-    with ProcessPoolExecutor(workers, initializer=_load_profile, initargs=(profile.source, rules)) as pool:
+    with ProcessPoolExecutor(workers, initializer=_load_profile,
+                             initargs=(profile.source, rules, os.getpid())) as pool:
         flight: deque = deque()
         for part in _chunks(lines, chunk):
             flight.append(pool.submit(_parse_and_check, header, part))

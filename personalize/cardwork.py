@@ -132,15 +132,15 @@ def can_fork(keys) -> bool:
     return isinstance(keys, SoftwareKeys) and "fork" in multiprocessing.get_all_start_methods()
 
 
-def _serve(conn, work: Work, siblings) -> None:
+def _serve(conn, work: Work, station_ends, station: int) -> None:
     """A worker's life: one card at a time, one phase per message, until the station says stop or is gone."""
     import signal
 
     from .cardholders import die_with_parent
-    die_with_parent()
+    die_with_parent(station)
     signal.signal(signal.SIGINT, signal.SIG_IGN)       # Ctrl-C is the station's to handle; it stops the pool
-    for other in siblings:
-        other.close()           # the station's ends of earlier workers' pipes: theirs must see EOF when it dies
+    for end in station_ends:
+        end.close()             # the station's ends of this pipe and earlier ones: EOF here when the station dies
     card: Phases | None = None
     caught = failures()
     while True:
@@ -166,10 +166,10 @@ def _serve(conn, work: Work, siblings) -> None:
 class Worker:
     """The station's end of one card worker process."""
 
-    def __init__(self, ctx, work: Work, n: int, siblings=()) -> None:
+    def __init__(self, ctx, work: Work, n: int, earlier=()) -> None:
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=_serve, args=(child, work, siblings), name=f"sscard card worker {n}",
-                                   daemon=True)
+        self.process = ctx.Process(target=_serve, args=(child, work, [self.conn, *earlier], os.getpid()),
+                                   name=f"sscard card worker {n}", daemon=True)
         self.process.start()
         child.close()
         self.name = f"card worker {n} (pid {self.process.pid})"

@@ -166,3 +166,30 @@ def test_a_worker_that_dies_stops_the_station_in_one_line_and_a_resume_finishes(
     _run(tmp_path / "ref", csv_path, 1)
     assert _images(tmp_path / "out") == _images(tmp_path / "ref")
     assert _clean(tmp_path / "out") == []
+
+
+def test_a_worker_ends_when_the_stations_end_of_its_pipe_closes(tmp_path):
+    # What a worker sees when its station dies however it dies: no message, only the pipe's end.
+    opts = batch.Options(prof(), keys(), "unused.csv", "unused", "unused", str(tmp_path))
+    pool = cardwork.Pool(batch._work(opts), 2)
+    try:
+        for w in pool.workers:
+            w.conn.close()
+        for w in pool.workers:
+            w.process.join(30)
+        assert [w.process.exitcode for w in pool.workers] == [0, 0]
+    finally:
+        for w in pool.workers:
+            if w.process.is_alive():
+                w.process.kill()
+
+
+def test_a_worker_whose_station_died_before_it_asked_to_die_with_it_ends_at_once():
+    import multiprocessing
+    from personalize.cardholders import die_with_parent
+    ctx = multiprocessing.get_context("fork")
+    for station, code in ((os.getpid(), 0), (1, 1)):        # its station, or one gone (it now belongs to init)
+        p = ctx.Process(target=die_with_parent, args=(station,))
+        p.start()
+        p.join(30)
+        assert p.exitcode == code
