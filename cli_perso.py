@@ -86,10 +86,13 @@ def perso_check(profile, csv_path, rejects, encoding, issue_margin, as_json):
 @click.option("--init", "do_init", is_flag=True, help="Readers: initialize each blank card first.")
 @click.option("--max-failures", default=3, show_default=True, help="Consecutive failures that stop the batch.")
 @click.option("--card-timeout", default=60.0, show_default=True, help="Seconds to wait for each card in a reader.")
+@click.option("--workers", type=click.IntRange(1, 256), default=None,
+              help="Processes for the CPU work: checking the cardholder file and making virtual cards "
+                   "(default: one per core). Readers always get one worker each.")
 @_data_options
 @click.option("--json", "as_json", is_flag=True, help="The summary as JSON (progress goes to stderr).")
 def perso_run(profile, csv_path, keys_path, readers, out_dir, journal, audit_path, station, lease, resume, strict,
-              do_init, max_failures, card_timeout, encoding, issue_margin, as_json):
+              do_init, max_failures, card_timeout, workers, encoding, issue_margin, as_json):
     """Personalize a batch: each valid cardholder of the file onto a card, journaled and audited."""
     from personalize import batch, cardholders
     prof = load_profile(profile)
@@ -98,7 +101,7 @@ def perso_run(profile, csv_path, keys_path, readers, out_dir, journal, audit_pat
         batch.one_target(out_dir, readers)
     journal, audit_path, station = batch.station_files(out_dir, journal, audit_path, station)
     opts = batch.Options(prof, provider, csv_path, journal, audit_path, out_dir, tuple(readers), resume, strict,
-                         do_init, max_failures, card_timeout=card_timeout, station=station, lease=lease,
+                         do_init, max_failures, workers, card_timeout, station=station, lease=lease,
                          encoding=encoding, rules=cardholders.Rules(issue_margin_days=issue_margin))
     progress = _Progress()
     with failing(cardholders.CsvError, exit_code=2), failing(batch.BatchError):

@@ -16,18 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, machine
+from common import ROOT
+from results import Results
 
 PASS = "bench stations passphrase"
-
-
-def _keyfile(where: Path) -> str:
-    from personalize.keys import KeyRef, save_key_file
-    from tests.ss import keys
-    p = keys()
-    path = where / "keys.json"
-    save_key_file(path, {n: (p.algorithm(KeyRef(n)), p.value_for_plain_load(KeyRef(n)), 1) for n in p.names()}, PASS)
-    return str(path)
 
 
 def _stations(n: int, journal: str, csv_path: str, keyfile: str, out: Path) -> float:
@@ -45,26 +37,26 @@ def _stations(n: int, journal: str, csv_path: str, keyfile: str, out: Path) -> f
     return time.perf_counter() - t0
 
 
-def stations(cards: int) -> None:
+def stations(cards: int, out: Results) -> None:
     from personalize import cardholders
     from tests.pg_cluster import Cluster
+    from tests.ss import key_file
     with tempfile.TemporaryDirectory() as tmp, Cluster(durable=True) as pg:
         tmp = Path(tmp)
-        keyfile = _keyfile(tmp)
+        keyfile = key_file(tmp / "keys.json", PASS)
         csv_path = str(tmp / "holders.csv")
         cardholders.write_csv(csv_path, cardholders.generate(cards, seed=21))
-        runs = [("SQLite, 1 station", 1, None), ("PostgreSQL, 1 station", 1, "pg1"),
-                ("PostgreSQL, 2 stations", 2, "pg2"), ("PostgreSQL, 4 stations", 4, "pg4")]
-        print(f"# stations: {cards} virtual cards into images ({machine()})")
-        for label, n, db in runs:
-            out = tmp / (db or "sqlite")
-            out.mkdir()
-            journal = pg.create_database(db) if db else str(out / "journal.sqlite")
-            seconds = _stations(n, journal, csv_path, keyfile, out)
-            print(f"{label:26s} {cards / seconds:7.1f} cards/s ({seconds:.1f} s)")
+        runs = [("sqlite_1", "SQLite, 1 station", 1, None), ("pg_1", "PostgreSQL, 1 station", 1, "pg1"),
+                ("pg_2", "PostgreSQL, 2 stations", 2, "pg2"), ("pg_4", "PostgreSQL, 4 stations", 4, "pg4")]
+        for key, label, n, db in runs:
+            folder = tmp / (db or "sqlite")
+            folder.mkdir()
+            journal = pg.create_database(db) if db else str(folder / "journal.sqlite")
+            seconds = _stations(n, journal, csv_path, keyfile, folder)
+            out.add(key, f"{cards} cards into images: {label}", cards / seconds, "cards/s")
 
 
-def prep(records: int) -> None:
+def prep(records: int, out: Results) -> None:
     """Data preparation alone, in a child process so its peak memory is its own."""
     gen = f"""
 import csv, sys
@@ -87,8 +79,7 @@ base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 opts = batch.Options(prof(), keys(), csv_path, os.path.join(tmp, "j.sqlite"), os.path.join(tmp, "a.jsonl"), tmp)
 journal = open_journal(opts.journal, "bench")
 t0 = time.perf_counter()
-src = batch._digest(csv_path)
-n, _ = batch.prepare(opts, journal, src, batch.batch_id(opts.profile, src))
+n, _, _, _ = batch.prepare(opts, journal)
 seconds = time.perf_counter() - t0
 journal.close()
 print(n, seconds, base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
@@ -97,16 +88,17 @@ print(n, seconds, base, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
     with tempfile.TemporaryDirectory() as tmp:
         csv_path = os.path.join(tmp, "records.csv")
         subprocess.run([sys.executable, "-c", gen, csv_path], check=True)
-        out = subprocess.run([sys.executable, "-c", code, tmp, csv_path], capture_output=True, text=True)
-        if out.returncode:
-            raise SystemExit(out.stderr[-1500:])
-        n, seconds, base, peak, workers = out.stdout.split()
+        run = subprocess.run([sys.executable, "-c", code, tmp, csv_path], capture_output=True, text=True)
+        if run.returncode:
+            raise SystemExit(run.stderr[-1500:])
+        n, seconds, base, peak, workers = run.stdout.split()
     seconds = float(seconds)
-    print(f"# data preparation ({machine()})")
-    print(f"{int(n):,} records read, hashed, checked on {os.cpu_count()} cores and journaled: {seconds:.1f} s "
-          f"({int(n) / seconds:,.0f} records/s; target < 60 s: {'met' if seconds < 60 else 'NOT met'})")
-    print(f"peak resident memory: {int(peak) / 1024:.0f} MiB in the main process (of which {int(base) / 1024:.0f} MiB "
-          f"before preparing), {int(workers) / 1024:.0f} MiB in the largest check worker")
+    out.add("prep_s", f"data preparation, {int(n):,} records (read once, hashed, checked on {os.cpu_count()} "
+                      "cores, journaled)", seconds, "s", higher_is_better=False, target="< 60 s", met=seconds < 60)
+    out.add("prep_records_per_s", "  records per second", int(n) / seconds, "records/s")
+    out.add("prep_peak_mib", "  peak resident memory, main process", int(peak) / 1024, "MiB", higher_is_better=False)
+    out.add("prep_base_mib", "  of which before preparing", int(base) / 1024, "MiB", higher_is_better=False)
+    out.add("prep_worker_mib", "  largest check worker", int(workers) / 1024, "MiB", higher_is_better=False)
 
 
 def main() -> None:
@@ -116,11 +108,12 @@ def main() -> None:
     ap.add_argument("--skip-prep", action="store_true")
     ap.add_argument("--skip-stations", action="store_true")
     a = ap.parse_args()
+    out = Results("stations", "several stations on one batch; data preparation")
     if not a.skip_stations:
-        stations(a.cards)
-        print()
+        stations(a.cards, out)
     if not a.skip_prep:
-        prep(a.records)
+        prep(a.records, out)
+    out.save()
 
 
 if __name__ == "__main__":

@@ -1,11 +1,13 @@
 """The batch runner (one station): a cardholder file, a profile and issuer keys in; personalized cards out.
 
 Cards go into card images in a folder, or through PC/SC readers: one pool of workers, one per reader
-(or per image maker), each claiming its next cardholder from the journal and taking it through one
-CardJob. Several stations may share a batch on a PostgreSQL journal. A card left half made by a
-station that died is claimed again once its lease runs out (at once by the same station restarted):
-a virtual card is made again, a real one is quarantined with the step it was in. A card whose
-authentication fails is never retried. Consecutive failures stop the station.
+(or per card worker process making images, one per core by default: see personalize.cardwork), each
+claiming its next cardholder from the journal and taking it through one CardJob; the journal, the
+audit log and the claims stay in this process. Several stations may share a batch on a PostgreSQL
+journal. A card left half made by a station that died is claimed again once its lease runs out (at
+once by the same station restarted): a virtual card is made again, a real one is quarantined with the
+step it was in. A card whose authentication fails is never retried. Consecutive failures stop the
+station.
 """
 
 from __future__ import annotations
@@ -20,20 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cardos import image as card_image
-from cardos import sw as SW
-from terminal.factors import card_factor
 
-from . import cardholders, crash, virtual
+from . import cardholders, cardwork, crash, virtual
 from .audit import AuditError, AuditLog
-from .compiler import init_script, perso_script
+from .compiler import init_script
 from .journal import (DONE, PENDING, QUARANTINED, REJECTED, STARTED, CardRow, Conflict, Journal, JournalError,
                       LeaseLost, is_database_url, open_journal)
 from .keys import KeyProvider
 from .profile import Profile
-from .script import ScriptError, run
-from .verify import VerifyError, verify_card
-
-AUTH_FAILURES = {SW.MAC_WRONG, SW.FMCOS_MAC_WRONG, SW.BLOCKED, SW.SECURITY_NOT_SATISFIED}
 
 
 class BatchError(RuntimeError):
@@ -55,11 +51,11 @@ class Options:
     strict: bool = False
     init: bool = False
     max_failures: int = 3
+    # Processes for the CPU work: checking the cardholder file and making virtual cards (None: one per core).
     workers: int | None = None
     card_timeout: float = 60.0
     station: str = ""
     lease: float = 30.0
-    image_workers: int = 1
     encoding: str = "utf-8"
     rules: cardholders.Rules = field(default_factory=cardholders.Rules)
 
@@ -165,26 +161,36 @@ def rejects_path(opts: Options, bid: str) -> str:
     return str(where.with_name(f"rejects-{bid}.csv"))
 
 
-def prepare(opts: Options, journal: Journal, src: str, bid: str) -> tuple[int, str | None]:
-    """Record a new batch: the file streamed once through the checks on all cores and into the journal chunk by
-    chunk, duplicates found by the journal's own indexes. Returns (records, rejects file or None); Conflict
-    when another station recorded the batch first."""
+class Recorded(Exception):
+    """The file read for a new batch is one the journal holds already: (batch id, source digest)."""
+
+
+def prepare(opts: Options, journal: Journal, src: str | None = None, bid: str | None = None
+            ) -> tuple[int, str | None, str, str]:
+    """Record a new batch: the file read once, hashed as it streams through the checks on all cores and into the
+    journal chunk by chunk, duplicates found by the journal's own indexes. Without `bid` the rows go in under a
+    provisional id that becomes the batch's id (from the profile and the file's digest) in the same transaction,
+    or Recorded, nothing written, when the journal holds that batch already. Returns (records, rejects file or
+    None, batch id, source digest); Conflict when another station recorded the batch first."""
+    import csv
+    import secrets
     import tempfile
-    final = rejects_path(opts, bid)
+    digest = None if bid else hashlib.sha256()
+    label = bid or f"new-{secrets.token_hex(6)}"
+    where = Path(rejects_path(opts, label)).parent
     # Its own temporary: stations starting together each prepare until one of them records the batch.
-    fd, tmp = tempfile.mkstemp(prefix=f".{Path(final).name}.", suffix=".tmp", dir=Path(final).parent)
+    fd, tmp = tempfile.mkstemp(prefix=".rejects-", suffix=".csv.tmp", dir=where)
     records = invalid = 0
     with open(fd, "w", encoding="utf-8", newline="") as out:
-        import csv
         w = csv.writer(out)
         w.writerow(["line", "field", "reason"])
         try:
-            with journal.new_batch(bid, opts.profile.name, opts.profile.digest, os.path.basename(opts.cardholder_file),
-                                   src) as nb:
+            with journal.new_batch(label, opts.profile.name, opts.profile.digest,
+                                   os.path.basename(opts.cardholder_file), src or "") as nb:
                 for chunk in cardholders.check_file(opts.cardholder_file, opts.profile, opts.encoding, opts.workers,
-                                                    rules=opts.rules):
+                                                    rules=opts.rules, digest=digest):
                     records += len(chunk)
-                    rows = _judge(nb, bid, chunk)
+                    rows = _judge(nb, label, chunk)
                     for line, _, _, state, _, _ in rows:
                         if state == REJECTED:
                             invalid += 1
@@ -192,6 +198,11 @@ def prepare(opts: Options, journal: Journal, src: str, bid: str) -> tuple[int, s
                                 w.writerow([line, f, why])
                     if not opts.strict:
                         nb.add(rows, judged=True)
+                if digest is not None:
+                    src = digest.hexdigest()
+                    bid = batch_id(opts.profile, src)
+                    if not nb.name(bid, src):
+                        raise Recorded(bid, src)
                 if opts.strict and invalid:
                     raise BatchError(f"--strict: {invalid} of {records} records are invalid; nothing was personalized")
             out.flush()
@@ -202,9 +213,10 @@ def prepare(opts: Options, journal: Journal, src: str, bid: str) -> tuple[int, s
             raise
     if not invalid:
         os.unlink(tmp)
-        return records, None
+        return records, None, bid, src
+    final = rejects_path(opts, bid)
     os.replace(tmp, final)
-    return records, final
+    return records, final, bid, src
 
 
 def _judge(nb, bid: str, chunk) -> list[tuple]:
@@ -239,29 +251,17 @@ def run_batch(opts: Options, progress: Progress | None = None) -> Result:
     one_target(opts.out_dir, opts.readers)
     t0 = time.monotonic()
     station = opts.station or default_station()
-    src = _digest(opts.cardholder_file)
-    bid = batch_id(opts.profile, src)
-    result = Result(bid, station)
     audit = None
+    # Forked before the journal, the audit log and the lock are opened: no worker holds a copy of them.
+    pool = _pool(opts)
     try:
         journal = open_journal(opts.journal, station)
     except JournalError as e:
+        pool.close()
         raise BatchError(str(e)) from None
     try:
-        journal.own(bid)
-        existing = journal.batch(bid)
-        shared = is_database_url(opts.journal) and existing and not existing["finished"]
-        if existing and not opts.resume and not shared:
-            raise BatchError(f"batch {bid} is in the journal already; add --resume to finish it")
-        if opts.resume and not existing and not is_database_url(opts.journal):
-            raise BatchError(f"nothing to resume: the journal has no batch {bid} for this profile and file")
-        if not existing:
-            try:
-                _, result.rejects_file = prepare(opts, journal, src, bid)
-            except Conflict:
-                if journal.batch(bid) is None:
-                    raise
-                # Another station recorded the batch a moment before us: we join it.
+        bid, src, existing, rejects = _open_batch(opts, journal)
+        result = Result(bid, station, rejects_file=rejects)
         journal.release_own(bid)
         audit = AuditLog(opts.audit, opts.keys.audit_mac, journal, station=station)
         if audit.recovered:
@@ -271,7 +271,7 @@ def run_batch(opts: Options, progress: Progress | None = None) -> Result:
         audit.write("batch-start", batch=bid, profile=opts.profile.name, profile_digest=opts.profile.digest,
                     key_versions=versions, source_digest=src, resumed=bool(existing),
                     target=opts.out_dir or ", ".join(opts.readers))
-        station_run = Station(opts, bid, journal, audit, progress)
+        station_run = Station(opts, bid, journal, audit, progress, pool)
         result.made_now = station_run.run()
         counts = journal.counts(bid)
         result.done, result.rejected = counts.get(DONE, 0), counts.get(REJECTED, 0)
@@ -283,14 +283,70 @@ def run_batch(opts: Options, progress: Progress | None = None) -> Result:
             journal.close_batch(bid)
         audit.write("batch-end", batch=bid, done=result.done, rejected=result.rejected,
                     quarantined=result.quarantined, pending=result.pending, stopped=result.stopped)
-    except (JournalError, AuditError) as e:
+    except (JournalError, AuditError, cardwork.WorkerError) as e:
         raise BatchError(str(e)) from None
     finally:
+        pool.close()
         if audit is not None:
             audit.close()
         journal.close()
     result.seconds = time.monotonic() - t0
     return result
+
+
+def _open_batch(opts: Options, journal: Journal) -> tuple[str, str, dict | None, str | None]:
+    """The batch the cardholder file makes, this process its only runner at this station: (id, source digest,
+    its journal record when it was there already, reject file). A file the journal has not seen under this name
+    is read once, recorded as it is hashed; otherwise it is hashed first to find its batch."""
+    name = os.path.basename(opts.cardholder_file)
+    if not opts.resume and not journal.has_source(opts.profile.digest, name):
+        if journal.EXCLUSIVE:
+            journal.own("being recorded")           # the file's lock, before anything is written
+        try:
+            _, rejects, bid, src = prepare(opts, journal)
+            journal.own(bid)
+            return bid, src, None, rejects
+        except Recorded as e:
+            bid, src = e.args
+        except Conflict:
+            bid = batch_id(opts.profile, src := _digest(opts.cardholder_file))
+            if journal.batch(bid) is None:
+                raise
+            # Another station recorded the batch a moment before us: we join it.
+            journal.own(bid)
+            return bid, src, None, None
+    else:
+        bid = batch_id(opts.profile, src := _digest(opts.cardholder_file))
+    journal.own(bid)
+    existing = journal.batch(bid)
+    shared = is_database_url(opts.journal) and existing and not existing["finished"]
+    if existing and not opts.resume and not shared:
+        raise BatchError(f"batch {bid} is in the journal already; add --resume to finish it")
+    if opts.resume and not existing and not is_database_url(opts.journal):
+        raise BatchError(f"nothing to resume: the journal has no batch {bid} for this profile and file")
+    if existing:
+        return bid, src, existing, None
+    try:
+        _, rejects, _, _ = prepare(opts, journal, src, bid)     # a changed file under a known name: read again
+        return bid, src, None, rejects
+    except Conflict:
+        if journal.batch(bid) is None:
+            raise
+        return bid, src, None, None
+
+
+def _work(opts: Options) -> cardwork.Work:
+    # Compiled once per batch: every card of it gets the same initialization.
+    return cardwork.Work(opts.profile, opts.keys, opts.rules,
+                         init_script(opts.profile) if (opts.out_dir or opts.init) else None)
+
+
+def _pool(opts: Options) -> cardwork.Pool:
+    """Card worker processes for a batch into images (none when one worker is asked for, or for readers)."""
+    n = opts.workers or cardwork.default_workers()
+    if not opts.out_dir or n < 2 or not cardwork.can_fork(opts.keys):
+        return cardwork.Pool(None, 0)
+    return cardwork.Pool(_work(opts), n)
 
 
 def status(journal: Journal, batch_id: str) -> dict:
@@ -335,23 +391,16 @@ class _Failures:
                 self.stopped = f"{self.run} cards failed in a row (last {card_number}): batch stopped"
 
 
-def _failure(e: Exception) -> str:
-    """A quarantine reason without secrets; authentication failures say they are not retried."""
-    if isinstance(e, ScriptError):
-        auth = e.sw in AUTH_FAILURES or (e.sw & 0xFFF0) == SW.PIN_WRONG
-        return f"step {e.note!r} answered {e.sw:04X}" + (" (authentication failure: not retried)" if auth else "")
-    return str(e)
-
-
 class Station:
     """One station's pool of workers on a batch: each claims a cardholder, takes it through a CardJob, and
     comes back for the next until the batch has nothing left that another station might still give back."""
 
-    def __init__(self, opts: Options, bid: str, journal: Journal, audit: AuditLog, progress: Progress | None) -> None:
+    def __init__(self, opts: Options, bid: str, journal: Journal, audit: AuditLog, progress: Progress | None,
+                 pool: cardwork.Pool | None = None) -> None:
         self.opts, self.bid, self.journal, self.audit, self.progress = opts, bid, journal, audit, progress
         self.failures = _Failures(opts.max_failures)
-        # Compiled once per batch: every card of it gets the same initialization.
-        self.init = init_script(opts.profile) if (opts.out_dir or opts.init) else None
+        self.pool = pool
+        self.work = pool.work if pool and pool.workers else _work(opts)
         self.made = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -362,7 +411,10 @@ class Station:
     def run(self) -> int:
         if self.opts.out_dir:
             Path(self.opts.out_dir).mkdir(parents=True, exist_ok=True)
-            slots = [_ImageSlot(self) for _ in range(max(1, self.opts.image_workers))]
+            if self.pool and self.pool.workers:
+                slots = [_ImageSlot(self, w) for w in self.pool.workers]
+            else:                           # keys in a token: threads in this process, one per core
+                slots = [_ImageSlot(self) for _ in range(self.opts.workers or cardwork.default_workers())]
         else:
             slots = [_ReaderSlot(self, r) for r in self.opts.readers]
         renewer = threading.Thread(target=self._renew, name="perso:lease", daemon=True)
@@ -375,8 +427,13 @@ class Station:
                            for slot in slots]
                 for th in threads:
                     th.start()
-                for th in threads:
-                    th.join()
+                try:
+                    for th in threads:
+                        th.join()
+                finally:
+                    self._stop.set()            # Ctrl-C here: each worker ends the card in its hands, then stops
+                    for th in threads:
+                        th.join()
                 if self._crash:
                     raise self._crash[0]
         finally:
@@ -402,7 +459,7 @@ class Station:
     def _work(self, slot) -> None:
         from reader_bridge.transport import TransportError
         ready = _NOTHING
-        while not self.failures.stopped and not self._crash:
+        while not self.failures.stopped and not self._crash and not self._stop.is_set():
             try:
                 # A card waiting in the reader stays there for the next claim if this one brings nothing.
                 ready = slot.ready() if ready is _NOTHING else ready
@@ -462,48 +519,43 @@ class CardJob:
         crash.point(name)
 
     def run(self) -> bool:
-        from reader_bridge.transport import TransportError
-        st, c, prof, keys = self.st, self.c, self.st.opts.profile, self.st.opts.keys
-        t, target, save, extra = self.slot.open(c, self.ready)
+        st, c = self.st, self.c
+        card, target, extra = self.slot.open(c, self.ready)
         trail: list[str] = []
         hexatr = "?"
         try:
-            atr = t.atr()
-            hexatr = atr.hex().upper()
-            if st.init is not None:
+            hexatr = card.atr()
+            if st.work.init is not None:
                 self.step("init", target=target, atr=hexatr)
-                trail += _sws(run(t.transmit, st.init, keys))
-                t.reset()
-            factor = card_factor(atr)
-            values = cardholders.values(c.holder, prof, factor, st.opts.rules, checked=True)
+                trail += card.init()
             self.step("perso", target=target, atr=hexatr)
-            trail += _sws(run(t.transmit, perso_script(prof, values, factor), keys))
-            t.reset()
+            trail += card.perso(c.holder)
             self.step("verify")
-            checked = verify_card(t, prof, values, keys)
-            if save is not None:
+            checked = card.verify()
+            if card.saves:
                 self.step("save")
-                save()
+                card.save()
                 crash.point("saved")
-        except (ScriptError, VerifyError, cardholders.HolderError, TransportError) as e:
-            reason = _failure(e)
+        except cardwork.failures() as e:
+            reason = cardwork.failure(e)
             st._end(c, QUARANTINED, reason, atr=hexatr, result=reason, sw_trail=trail[-8:], **self.slot.where)
             return False
         finally:
-            self.slot.done(t)
+            self.slot.done(card)
         st._end(c, DONE, None, atr=hexatr, result="personalized", verified_records=checked,
                 sw_trail=_compress(trail), **self.slot.where, **extra)
         return True
 
 
 class _ImageSlot:
-    """A worker that makes virtual cards into card images in a folder."""
+    """A worker that makes virtual cards into card images in a folder: in a card worker process, or here."""
 
     remakes = True                  # a half-made virtual card is simply made again
     where: dict = {}
 
-    def __init__(self, station: Station) -> None:
-        self.station, self.name = station, "images"
+    def __init__(self, station: Station, worker: cardwork.Worker | None = None) -> None:
+        self.station, self.worker = station, worker
+        self.name = worker.name if worker else "images"
 
     def ready(self):
         return None
@@ -514,10 +566,12 @@ class _ImageSlot:
         if c.state == STARTED:
             # A station killed while saving this card left its temporary behind; the image itself is whole.
             card_image.remove_stale_temps(opts.out_dir, f"{c.card_number}.json")
-        card = virtual.blank(opts.profile, virtual.chip_serial(f"{self.station.bid}:{c.row}"))
-        return _transport(card), path, lambda: card_image.save(card, path), {"image": os.path.basename(path)}
+        serial = virtual.chip_serial(f"{self.station.bid}:{c.row}")
+        card = (self.worker.image(serial, path) if self.worker
+                else cardwork.ImagePhases(self.station.work, serial, path))
+        return card, path, {"image": os.path.basename(path)}
 
-    def done(self, t) -> None:
+    def done(self, card) -> None:
         pass
 
 
@@ -540,23 +594,15 @@ class _ReaderSlot:
     def open(self, c: CardRow, atr: bytes):
         from reader_bridge.pcsc import PcscTransport
         self.last_atr = atr
-        return PcscTransport(self.reader, timeout=self.station.opts.card_timeout), self.reader, None, {}
+        t = PcscTransport(self.reader, timeout=self.station.opts.card_timeout)
+        return cardwork.Phases(t, self.station.work), self.reader, {}
 
-    def done(self, t) -> None:
+    def done(self, card) -> None:
         from reader_bridge.transport import TransportError
         try:
-            t.close(unpower=True)
+            card.t.close(unpower=True)
         except TransportError:
             pass
-
-
-def _transport(card):
-    from reader_bridge.transport import InProcess
-    return InProcess(card)
-
-
-def _sws(log) -> list[str]:
-    return [f"{ex.sw:04X}" for ex in log]
 
 
 def _compress(trail: list[str]) -> str:

@@ -256,9 +256,10 @@ def iter_csv(path: str, encoding: str = "utf-8"):
         yield n, parse_line(header, line)
 
 
-def iter_lines(path: str, encoding: str = "utf-8"):
+def iter_lines(path: str, encoding: str = "utf-8", digest=None):
     """The file's column names and a generator of its record lines as (line number, text); the header is read
-    and checked at once, so a bad file fails here."""
+    and checked at once, so a bad file fails here. With `digest` (a hashlib object) every byte read, blank
+    lines included, goes into it too: read to the end, it is the whole file's digest."""
     import csv
 
     codec = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8") else encoding
@@ -267,6 +268,8 @@ def iter_lines(path: str, encoding: str = "utf-8"):
     except OSError as e:
         raise CsvError(f"{path}: {e.strerror}") from None
     first = f.readline()
+    if digest is not None:
+        digest.update(first)
     line = _decode_line(path, first, codec, encoding, 1).rstrip("\r\n")
     try:
         header = _header(path, [c.strip(_SPACES) for c in next(csv.reader([line]))] if first else [])
@@ -278,6 +281,8 @@ def iter_lines(path: str, encoding: str = "utf-8"):
         plain = codec.replace("-sig", "")
         with f:
             for n, raw in enumerate(f, 2):
+                if digest is not None:
+                    digest.update(raw)
                 text = _decode_line(path, raw, plain, encoding, n).rstrip("\r\n")
                 if text.strip(_SPACES):
                     yield n, text
@@ -342,21 +347,25 @@ def _chunks(rows, size: int):
 _WORKER: list = []
 
 
-def _load_profile(source, rules) -> None:
+def _load_profile(source, rules, station: int) -> None:
     """A check worker builds the profile once, not once per chunk."""
     from .profile import build
-    _die_with_parent()
+    die_with_parent(station)
     _WORKER[:] = [build(source), rules]
 
 
-def _die_with_parent() -> None:
-    """A check worker ends when the station that started it is killed (else it waits on its queue forever)."""
+def die_with_parent(station: int) -> None:
+    """A worker process (data checks, cards) ends when the station that started it (pid `station`) is killed, else
+    it waits forever and holds what the station shared with it."""
     import ctypes
+    import os
     import signal
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)        # PR_SET_PDEATHSIG, Linux only
     except (OSError, AttributeError):
         pass
+    if os.getppid() != station:
+        os._exit(1)                 # killed before the line above took effect: nobody would send the signal
 
 
 def _parse_and_check(header, chunk, profile=None, rules=None):
@@ -369,22 +378,23 @@ def _parse_and_check(header, chunk, profile=None, rules=None):
 
 
 def check_file(path: str, profile: Profile, encoding: str = "utf-8", workers: int | None = None, chunk: int = 2000,
-               rules: Rules | None = None):
+               rules: Rules | None = None, digest=None):
     """A cardholder file as chunks of (line, normalized row, problems) in file order: lines parsed and checked on
     all cores, a bounded number of chunks in flight, so memory stays flat however long the file. Duplicates
-    are not looked for here."""
+    are not looked for here. `digest`: see iter_lines."""
     import os
     from collections import deque
     from concurrent.futures import ProcessPoolExecutor
 
     workers = workers or os.cpu_count() or 1
     rules = rules or Rules()
-    header, lines = iter_lines(path, encoding)
+    header, lines = iter_lines(path, encoding, digest)
     if workers == 1:
         for part in _chunks(lines, chunk):
             yield _parse_and_check(header, part, profile, rules)
         return
-    with ProcessPoolExecutor(workers, initializer=_load_profile, initargs=(profile.source, rules)) as pool:
+    with ProcessPoolExecutor(workers, initializer=_load_profile,
+                             initargs=(profile.source, rules, os.getpid())) as pool:
         flight: deque = deque()
         for part in _chunks(lines, chunk):
             flight.append(pool.submit(_parse_and_check, header, part))

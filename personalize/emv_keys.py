@@ -10,6 +10,7 @@ format with SHA-1; the RSA operation itself is the provider's, so an HSM can sta
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -31,21 +32,32 @@ def _der(key) -> bytes:
                              serialization.NoEncryption())
 
 
+@lru_cache(maxsize=8)
+def _numbers(der: bytes) -> rsa.RSAPrivateNumbers:
+    # Loading checks the key (several ms); every card of a batch signs with the same two keys.
+    return serialization.load_der_private_key(der, None).private_numbers()
+
+
 def public_numbers(der: bytes) -> tuple[int, int]:
     """(modulus, exponent) of a PKCS#8 private key."""
-    pub = serialization.load_der_private_key(der, None).public_key().public_numbers()
+    pub = _numbers(der).public_numbers
     return pub.n, pub.e
 
 
+# A card's compilation and its read-back each sign the same blocks, and the issuer certificate is one block
+# for a whole batch; the operation is deterministic, so its answers are kept (they are public signatures).
+@lru_cache(maxsize=256)
 def private_op(der: bytes, block: bytes) -> bytes:
     """The RSA private-key operation on one block of the modulus length (EMV signs by recovery)."""
-    key = serialization.load_der_private_key(der, None)
-    nums = key.private_numbers()
+    nums = _numbers(der)
     n = nums.public_numbers.n
     size = (n.bit_length() + 7) // 8
-    if len(block) != size or int.from_bytes(block, "big") >= n:
+    c = int.from_bytes(block, "big")
+    if len(block) != size or c >= n:
         raise ValueError("the block does not fit the modulus")
-    return pow(int.from_bytes(block, "big"), nums.d, n).to_bytes(size, "big")
+    # Chinese remainder theorem: the same result as c^d mod n, about three times sooner.
+    mp, mq = pow(c, nums.dmp1, nums.p), pow(c, nums.dmq1, nums.q)
+    return (mq + nums.q * ((nums.iqmp * (mp - mq)) % nums.p)).to_bytes(size, "big")
 
 
 def _bytes(n: int) -> bytes:

@@ -209,6 +209,12 @@ class Journal:
         with self._tx() as q:
             return [r[0] for r in q("SELECT id FROM batches ORDER BY started").fetchall()]
 
+    def has_source(self, profile_digest: str, source: str) -> bool:
+        """Whether a batch of this profile was recorded from a file of this name (perhaps this very file)."""
+        with self._tx() as q:
+            return q("SELECT 1 FROM batches WHERE profile_digest = ? AND source = ? LIMIT 1",
+                     (profile_digest, source)).fetchone() is not None
+
     @contextmanager
     def new_batch(self, batch_id: str, profile: str, profile_digest: str, source: str, source_digest: str):
         """Record a new batch in one transaction, its rows added chunk by chunk through the object given;
@@ -379,6 +385,17 @@ class _NewBatch:
     def __init__(self, journal: Journal, q, batch_id: str) -> None:
         self.journal, self.q, self.batch_id = journal, q, batch_id
 
+    def name(self, batch_id: str, source_digest: str) -> bool:
+        """Give the batch being recorded its id and its file's digest, known once the file is read; False, with
+        nothing changed, when the journal holds that batch already (Conflict when another station is recording
+        it at this moment)."""
+        if self.q("SELECT 1 FROM batches WHERE id = ?", (batch_id,)).fetchone():
+            return False
+        self.q("UPDATE batches SET id = ?, source_digest = ? WHERE id = ?", (batch_id, source_digest, self.batch_id))
+        self.q("UPDATE cards SET batch = ? WHERE batch = ?", (batch_id, self.batch_id))
+        self.batch_id = batch_id
+        return True
+
     def holders_of(self, field: str, values: list[str]) -> dict[str, tuple[str, int]]:
         """Which of these card numbers or SSNs a card of any batch (this one included) already holds:
         value -> (batch, line). The database's own index answers, so memory stays flat."""
@@ -447,7 +464,8 @@ class SqliteJournal(Journal):
         return {r[0] for r in q("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()}
 
     def own(self, batch_id: str, wait: float = 0.0) -> None:
-        self._owner = Owner(self.target, f"batch {batch_id}, station {self.station}")
+        if self._owner is None:                     # the file's one lock, whichever batch it was taken for
+            self._owner = Owner(self.target, f"batch {batch_id}, station {self.station}")
 
     def close(self) -> None:
         super().close()

@@ -277,9 +277,7 @@ def test_a_dead_stations_real_card_is_quarantined_with_its_step_unless_no_apdu_w
     opts = batch.Options(prof(), keys(), csv_path, pg_url, str(tmp_path / "audit-s2.jsonl"), str(tmp_path / "cards"),
                          station="s2")
     j = open_journal(pg_url, station="s2")
-    src = batch._digest(csv_path)
-    bid = batch.batch_id(opts.profile, src)
-    batch.prepare(opts, j, src, bid)
+    _, _, bid, _ = batch.prepare(opts, j)
     with j._tx() as q:                                   # station "dead" was at a reader, in `step`, and died
         q("UPDATE cards SET state = 'started', step = ?, station = 'dead', target = 'Reader 0', lease_until = 0 "
           "WHERE batch = ? AND row = 2", (step, bid))
@@ -290,12 +288,12 @@ def test_a_dead_stations_real_card_is_quarantined_with_its_step_unless_no_apdu_w
         remakes, where = False, {"reader": "Reader 1"}
 
         def open(self, c, ready):
-            from personalize import virtual
+            from personalize import cardwork, virtual
             from reader_bridge.transport import InProcess
             card = virtual.blank(opts.profile, virtual.chip_serial(f"{bid}:{c.row}"))
-            return InProcess(card), "Reader 1", None, {}
+            return cardwork.Phases(InProcess(card), station.work), "Reader 1", {}
 
-        def done(self, t):
+        def done(self, card):
             pass
 
     c = j.claim(bid, lease=30)
