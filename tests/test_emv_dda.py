@@ -219,7 +219,7 @@ def test_a_batch_on_two_workers_makes_the_cards_one_worker_makes(tmp_path):
         out = tmp_path / f"w{workers}"
         out.mkdir()
         opts = batch.Options(prof("dda"), keys("dda"), str(csv_path), str(out / "journal.sqlite"),
-                             str(out / "audit.jsonl"), str(out / "cards"), image_workers=workers)
+                             str(out / "audit.jsonl"), str(out / "cards"), workers=workers)
         assert batch.run_batch(opts).done == 4
         made[workers] = {p.name: p.read_bytes() for p in (out / "cards").glob("*.json")}
     assert len(made[1]) == 4 and made[1] == made[2]
