@@ -94,7 +94,9 @@ class FileSystem:
 
     def ef_by_sfi(self, df: Path, sfi: int) -> Path | None:
         """The working EF of df whose SFI is sfi (the lowest FID, should two share it)."""
-        self._index()
+        # The freshness test of _index inline: every READ RECORD by SFI passes here.
+        if self.store.generation != self._seen_store or self._local_gen != self._seen_local:
+            self._index()
         return self._sfis.get(df, _NONE).get(sfi)
 
     def records_by_sfi(self, df: Path, sfi: int) -> tuple[bytes, ...]:
@@ -230,7 +232,9 @@ class FileSystem:
 
     def worst_state(self, path: Path) -> AppState:
         """The worst life state of path and the DFs above it (below the MF)."""
-        self._index()
+        # Asked before every command: the freshness test of _index inline.
+        if self.store.generation != self._seen_store or self._local_gen != self._seen_local:
+            self._index()
         if not self._inactive:
             return AppState.ACTIVE
         return max((s for df, s in self._inactive.items() if path[: len(df)] == df and len(df) > 1),

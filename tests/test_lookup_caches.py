@@ -62,3 +62,24 @@ def test_a_df_whose_creation_was_torn_is_not_found_after_power_on(card):
     card.power_on()
     assert sw(card, "00A404000B" + b"SSCARD.TORN".hex()) == SW.FILE_NOT_FOUND
     assert find(ok(card, "00A404000A" + SUB_NAME.hex()), 0x84) == SUB_NAME
+
+
+def test_the_blocked_application_check_sees_a_block_at_the_very_next_command(card):
+    from tests.util import secured
+    select_demo(card)
+    for _ in range(3):
+        assert sw(card, "00B2012C00") != SW.APPLICATION_BLOCKED   # the tree index is warm
+    assert secured(card, 0x84, 0x1E, 0x00, 0x00, b"", DEMO_KEYS["df_maintenance"]) == 0x9000
+    assert sw(card, "00B2012C00") == SW.APPLICATION_BLOCKED
+    assert secured(card, 0x84, 0x18, 0x00, 0x00, b"", DEMO_KEYS["df_maintenance"]) == 0x9000
+    assert sw(card, "00B2012C00") != SW.APPLICATION_BLOCKED
+
+
+def test_a_block_staged_then_rolled_back_leaves_the_application_open(card):
+    from cardos.filesystem import AppState
+    select_demo(card)
+    assert sw(card, "00B2012C00") != SW.APPLICATION_BLOCKED
+    card.fs.set_app_state(card.session.current_df, AppState.BLOCKED)
+    assert card.app_state() is AppState.BLOCKED
+    card.store.rollback()
+    assert sw(card, "00B2012C00") != SW.APPLICATION_BLOCKED
