@@ -40,6 +40,7 @@ class FileSystem:
         self._seen_store = self._seen_local = -1
         self._children: dict[Path, dict[int, Path]] = {}
         self._sfis: dict[Path, dict[int, Path]] = {}
+        self._record_sfis: dict[Path, dict[int, Path]] = {}   # _sfis, the record EFs only
         self._names: list[tuple[bytes, Path]] = []
         self._inactive: dict[Path, AppState] = {}
         self._key_files: dict[Path, Path] = {}
@@ -70,8 +71,12 @@ class FileSystem:
             for fid in sorted(kids, reverse=True):
                 if isinstance(self.store.get(("H", kids[fid])), ElementaryFile):
                     sfis.setdefault(df, {})[fid & 0x1F] = kids[fid]
+        # An EF's kind changes only with its header, which rebuilds this index.
+        record_sfis = {df: {sfi: p for sfi, p in by_sfi.items() if self.store.get(("H", p)).RECORDS}
+                       for df, by_sfi in sfis.items()}
         names.sort(key=lambda item: len(item[1]))
         self._children, self._sfis, self._names, self._inactive = children, sfis, names, inactive
+        self._record_sfis = record_sfis
         self._key_files, self._by_name = key_files, {}
         self._seen_store, self._seen_local = self.store.generation, self._local_gen
 
@@ -101,10 +106,13 @@ class FileSystem:
 
     def records_by_sfi(self, df: Path, sfi: int) -> tuple[bytes, ...]:
         """The records of df's record EF with that SFI; none when the SFI names no file or a binary one."""
-        path = self.ef_by_sfi(df, sfi)
-        if path is None or not self.spec(path).RECORDS:
+        # Asked before every PIN use (the application's life record): one lookup of the index.
+        if self.store.generation != self._seen_store or self._local_gen != self._seen_local:
+            self._index()
+        path = self._record_sfis.get(df, _NONE).get(sfi)
+        if path is None:
             return ()
-        return self.body(path)
+        return self.store.get(("B", path))
 
     def df_by_name(self, name: bytes, near: Path) -> Path | None:
         """A DF by name: exact match first, nearest to `near` first, then a right-truncated match."""

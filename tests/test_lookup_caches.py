@@ -83,3 +83,29 @@ def test_a_block_staged_then_rolled_back_leaves_the_application_open(card):
     assert card.app_state() is AppState.BLOCKED
     card.store.rollback()
     assert sw(card, "00B2012C00") != SW.APPLICATION_BLOCKED
+
+
+def test_records_by_sfi_follows_files_created_and_creations_torn(card):
+    from cardos.files import VariableRecordEF
+    _create_sub(card)
+    ok(card, "00A404000A" + SUB_NAME.hex())
+    sub = card.session.current_df
+    assert card.fs.records_by_sfi(sub, 0x03) == card.fs.records_by_sfi(sub, 0x04) == ()
+    ok(card, fmcos.create_file(TransparentEF(0x0003, read_right=0x00, write_right=0x00, size=4)))
+    assert card.fs.records_by_sfi(sub, 0x03) == ()                  # a binary file holds no records
+    ok(card, fmcos.create_file(VariableRecordEF(0x0004, read_right=0x00, write_right=0x00, size=0x20)))
+    ok(card, "00E2002003010100")
+    assert card.fs.records_by_sfi(sub, 0x04) == (b"\x01\x01\x00",)
+    ok(card, "00E2002003020101")
+    assert card.fs.records_by_sfi(sub, 0x04) == (b"\x01\x01\x00", b"\x02\x01\x01")
+    card.store.arm_tear(1)
+    with pytest.raises(PowerLoss):
+        card.transmit(fmcos.create_file(VariableRecordEF(0x0005, read_right=0x00, write_right=0x00, size=0x20)))
+    card.power_on()
+    assert card.fs.records_by_sfi(sub, 0x05) == ()
+    # Straight on the file system, no command between: the index must notice by itself.
+    card.fs.create(sub, VariableRecordEF(0x0006, read_right=0x00, write_right=0x00, size=0x20))
+    card.store.put(("B", sub + (0x0006,)), (b"\x01\x01\x07",))
+    assert card.fs.records_by_sfi(sub, 0x06) == (b"\x01\x01\x07",)
+    card.store.rollback()
+    assert card.fs.records_by_sfi(sub, 0x06) == ()
