@@ -160,7 +160,7 @@ class FileSystem:
         return self.store.get(("K", df, base_type, key_id))
 
     def put_key(self, df: Path, record: KeyRecord) -> None:
-        self.store.put(("K", df, record.base, record.id), record)
+        self.store.put(("K", df, record.type & 0x3F, record.id), record)   # record.base, without the property
 
     def keys(self, df: Path) -> list[KeyRecord]:
         return sorted((v for k, v in self.store.items() if k[0] == "K" and k[1] == df),

@@ -24,3 +24,18 @@ def test_record_by_number_and_the_current_record(numbers):
             assert (data, status) == (records[wanted - 1], 0x9000)
             current = wanted
         assert card.session.record == current
+
+
+def test_a_command_as_bytearray_or_memoryview_answers_as_bytes():
+    from tests.util import select_demo as sel
+    answers = []
+    for wrap in (bytes, bytearray, memoryview):
+        card = demo_card()
+        sel(card)
+        authenticate(card, 0x01, DEMO_KEYS["df_read"])
+        raw = bytearray.fromhex("00B2012C00")
+        answer = card.transmit(wrap(raw))
+        raw[2] = 0x7F       # the caller's buffer changed after the command: the card kept its own copy
+        assert type(answer) is bytes
+        answers.append((answer, card.session.record))
+    assert answers[0] == answers[1] == answers[2] and answers[0][0][-2:] == b"\x90\x00"
