@@ -119,7 +119,8 @@ class Card:
         session = self.session
         pending, session.pending = session.pending, b""
         try:
-            cmd = apdu_mod.parse(bytes(raw))
+            # A reader hands bytes already: the copy only for a bytearray or memoryview.
+            cmd = apdu_mod.parse(raw if raw.__class__ is bytes else bytes(raw))
             data = self._dispatch(cmd, pending)
             answer = self._deliver(cmd, data)
             self.store.commit()

@@ -345,9 +345,9 @@ class KeyRecord:
     def _evolve(self, name: str, value: Any) -> KeyRecord:
         # dataclasses.replace re-runs the frozen __init__; a PIN try does this twice, so copy the fields.
         new = object.__new__(KeyRecord)
-        fields = new.__dict__
-        fields.update(self.__dict__)
+        fields = self.__dict__.copy()
         fields[name] = value
+        object.__setattr__(new, "__dict__", fields)   # the copy handed over whole: no second dict filled
         return new
 
     def write_data(self) -> bytes:

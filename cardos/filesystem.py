@@ -40,6 +40,7 @@ class FileSystem:
         self._seen_store = self._seen_local = -1
         self._children: dict[Path, dict[int, Path]] = {}
         self._sfis: dict[Path, dict[int, Path]] = {}
+        self._record_sfis: dict[Path, dict[int, Path]] = {}   # _sfis, the record EFs only
         self._names: list[tuple[bytes, Path]] = []
         self._inactive: dict[Path, AppState] = {}
         self._key_files: dict[Path, Path] = {}
@@ -70,8 +71,12 @@ class FileSystem:
             for fid in sorted(kids, reverse=True):
                 if isinstance(self.store.get(("H", kids[fid])), ElementaryFile):
                     sfis.setdefault(df, {})[fid & 0x1F] = kids[fid]
+        # An EF's kind changes only with its header, which rebuilds this index.
+        record_sfis = {df: {sfi: p for sfi, p in by_sfi.items() if self.store.get(("H", p)).RECORDS}
+                       for df, by_sfi in sfis.items()}
         names.sort(key=lambda item: len(item[1]))
         self._children, self._sfis, self._names, self._inactive = children, sfis, names, inactive
+        self._record_sfis = record_sfis
         self._key_files, self._by_name = key_files, {}
         self._seen_store, self._seen_local = self.store.generation, self._local_gen
 
@@ -94,15 +99,20 @@ class FileSystem:
 
     def ef_by_sfi(self, df: Path, sfi: int) -> Path | None:
         """The working EF of df whose SFI is sfi (the lowest FID, should two share it)."""
-        self._index()
+        # The freshness test of _index inline: every READ RECORD by SFI passes here.
+        if self.store.generation != self._seen_store or self._local_gen != self._seen_local:
+            self._index()
         return self._sfis.get(df, _NONE).get(sfi)
 
     def records_by_sfi(self, df: Path, sfi: int) -> tuple[bytes, ...]:
         """The records of df's record EF with that SFI; none when the SFI names no file or a binary one."""
-        path = self.ef_by_sfi(df, sfi)
-        if path is None or not self.spec(path).RECORDS:
+        # Asked before every PIN use (the application's life record): one lookup of the index.
+        if self.store.generation != self._seen_store or self._local_gen != self._seen_local:
+            self._index()
+        path = self._record_sfis.get(df, _NONE).get(sfi)
+        if path is None:
             return ()
-        return self.body(path)
+        return self.store.get(("B", path))
 
     def df_by_name(self, name: bytes, near: Path) -> Path | None:
         """A DF by name: exact match first, nearest to `near` first, then a right-truncated match."""
@@ -150,7 +160,7 @@ class FileSystem:
         return self.store.get(("K", df, base_type, key_id))
 
     def put_key(self, df: Path, record: KeyRecord) -> None:
-        self.store.put(("K", df, record.base, record.id), record)
+        self.store.put(("K", df, record.type & 0x3F, record.id), record)   # record.base, without the property
 
     def keys(self, df: Path) -> list[KeyRecord]:
         return sorted((v for k, v in self.store.items() if k[0] == "K" and k[1] == df),
@@ -230,7 +240,9 @@ class FileSystem:
 
     def worst_state(self, path: Path) -> AppState:
         """The worst life state of path and the DFs above it (below the MF)."""
-        self._index()
+        # Asked before every command: the freshness test of _index inline.
+        if self.store.generation != self._seen_store or self._local_gen != self._seen_local:
+            self._index()
         if not self._inactive:
             return AppState.ACTIVE
         return max((s for df, s in self._inactive.items() if path[: len(df)] == df and len(df) > 1),

@@ -62,3 +62,50 @@ def test_a_df_whose_creation_was_torn_is_not_found_after_power_on(card):
     card.power_on()
     assert sw(card, "00A404000B" + b"SSCARD.TORN".hex()) == SW.FILE_NOT_FOUND
     assert find(ok(card, "00A404000A" + SUB_NAME.hex()), 0x84) == SUB_NAME
+
+
+def test_the_blocked_application_check_sees_a_block_at_the_very_next_command(card):
+    from tests.util import secured
+    select_demo(card)
+    for _ in range(3):
+        assert sw(card, "00B2012C00") != SW.APPLICATION_BLOCKED   # the tree index is warm
+    assert secured(card, 0x84, 0x1E, 0x00, 0x00, b"", DEMO_KEYS["df_maintenance"]) == 0x9000
+    assert sw(card, "00B2012C00") == SW.APPLICATION_BLOCKED
+    assert secured(card, 0x84, 0x18, 0x00, 0x00, b"", DEMO_KEYS["df_maintenance"]) == 0x9000
+    assert sw(card, "00B2012C00") != SW.APPLICATION_BLOCKED
+
+
+def test_a_block_staged_then_rolled_back_leaves_the_application_open(card):
+    from cardos.filesystem import AppState
+    select_demo(card)
+    assert sw(card, "00B2012C00") != SW.APPLICATION_BLOCKED
+    card.fs.set_app_state(card.session.current_df, AppState.BLOCKED)
+    assert card.app_state() is AppState.BLOCKED
+    card.store.rollback()
+    assert sw(card, "00B2012C00") != SW.APPLICATION_BLOCKED
+
+
+def test_records_by_sfi_follows_files_created_and_creations_torn(card):
+    from cardos.files import VariableRecordEF
+    _create_sub(card)
+    ok(card, "00A404000A" + SUB_NAME.hex())
+    sub = card.session.current_df
+    assert card.fs.records_by_sfi(sub, 0x03) == card.fs.records_by_sfi(sub, 0x04) == ()
+    ok(card, fmcos.create_file(TransparentEF(0x0003, read_right=0x00, write_right=0x00, size=4)))
+    assert card.fs.records_by_sfi(sub, 0x03) == ()                  # a binary file holds no records
+    ok(card, fmcos.create_file(VariableRecordEF(0x0004, read_right=0x00, write_right=0x00, size=0x20)))
+    ok(card, "00E2002003010100")
+    assert card.fs.records_by_sfi(sub, 0x04) == (b"\x01\x01\x00",)
+    ok(card, "00E2002003020101")
+    assert card.fs.records_by_sfi(sub, 0x04) == (b"\x01\x01\x00", b"\x02\x01\x01")
+    card.store.arm_tear(1)
+    with pytest.raises(PowerLoss):
+        card.transmit(fmcos.create_file(VariableRecordEF(0x0005, read_right=0x00, write_right=0x00, size=0x20)))
+    card.power_on()
+    assert card.fs.records_by_sfi(sub, 0x05) == ()
+    # Straight on the file system, no command between: the index must notice by itself.
+    card.fs.create(sub, VariableRecordEF(0x0006, read_right=0x00, write_right=0x00, size=0x20))
+    card.store.put(("B", sub + (0x0006,)), (b"\x01\x01\x07",))
+    assert card.fs.records_by_sfi(sub, 0x06) == (b"\x01\x01\x07",)
+    card.store.rollback()
+    assert card.fs.records_by_sfi(sub, 0x06) == ()

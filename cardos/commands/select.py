@@ -27,9 +27,9 @@ def select(card, cmd: Apdu) -> bytes:
         path = _by_fid(card, cmd)
     else:
         raise CardError(sw.WRONG_P1P2)
-    if path is None or isinstance(card.fs.spec(path), KeyFile):
+    spec = None if path is None else card.fs.spec(path)
+    if spec is None or isinstance(spec, KeyFile):
         raise CardError(sw.FILE_NOT_FOUND)
-    spec = card.fs.spec(path)
     if isinstance(spec, ElementaryFile):
         if path[:-1] != card.session.current_df:
             card.enter_df(path[:-1])
