@@ -46,7 +46,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         uri = _token(tmp)
         import_keys(uri, {n: (soft.algorithm(KeyRef(n)), soft.value_for_plain_load(KeyRef(n)), 1)
-                          for n in soft.names()}, {compiler.TRANSPORT_KEY}, pin=PIN)
+                          for n in soft.names()}, {compiler.TRANSPORT_KEY}, pin=PIN,
+                    rsa=soft.rsa_keys())
         hsm = Pkcs11Keys.open(uri, pin=PIN)
         counter = [0]
 
