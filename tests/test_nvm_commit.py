@@ -5,7 +5,7 @@ from hypothesis import strategies as st
 
 from cardos.nvm import Store
 
-_OPS = st.lists(st.tuples(st.sampled_from(["put", "delete", "commit", "rollback"]),
+_OPS = st.lists(st.tuples(st.sampled_from(["put", "delete", "write", "commit", "rollback"]),
                           st.integers(0, 5), st.integers(0, 3)), max_size=30)
 
 
@@ -17,11 +17,30 @@ def test_a_commit_with_no_cut_armed_writes_and_counts_as_one_that_could_be_cut(o
     checked.arm_tear(10**9)
     for op, key, value in ops:
         for store in (quick, checked):
-            if op == "put":
-                store.put(key, value)
+            if op in ("put", "write"):
+                getattr(store, op)(key, value)
             elif op == "delete":
                 store.delete(key)
             else:
                 getattr(store, op)()
         assert (quick.data, quick.steps, quick.touched, quick.commits, quick.buffer, quick.commit_flag) == \
             (checked.data, checked.steps, checked.touched, checked.commits, checked.buffer, checked.commit_flag)
+
+
+@given(_OPS)
+def test_write_is_put_then_commit(ops):
+    # A PIN try writes its counter with write(): it must be exactly a put and a commit.
+    written, reference = Store({0: "a", 1: "b"}), Store({0: "a", 1: "b"})
+    for op, key, value in ops:
+        for store in (written, reference):
+            if op == "write" and store is reference:
+                store.put(key, value)
+                store.commit()
+            elif op in ("put", "write"):
+                getattr(store, op)(key, value)
+            elif op == "delete":
+                store.delete(key)
+            else:
+                getattr(store, op)()
+        assert (written.data, written.staged, written.steps, written.touched, written.commits) == \
+            (reference.data, reference.staged, reference.steps, reference.touched, reference.commits)
