@@ -238,12 +238,12 @@ class Card:
 
     def try_credential(self, df: Path, key: KeyRecord, ok: bool, fail_sw: int | None = None) -> None:
         """Count one use of a PIN or key: decrement committed before the verdict, restored on success."""
-        if key.blocked:
-            raise CardError(sw.BLOCKED)
         if not key.counted:
             if not ok:
                 raise CardError(fail_sw or sw.SECURITY_NOT_SATISFIED)
             return
+        if not key.tries_left:
+            raise CardError(sw.BLOCKED)
         left = key.tries_left - 1
         for hook in self.hooks:
             left = hook.tries_left(key, left)
