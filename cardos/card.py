@@ -118,7 +118,9 @@ class Card:
         if not self.powered:
             self.power_on()
         session = self.session
-        pending, session.pending = session.pending, b""
+        pending = session.pending
+        if pending:             # any command but GET RESPONSE drops an answer left waiting
+            session.pending = b""
         try:
             # A reader hands bytes already: the copy only for a bytearray or memoryview.
             cmd = apdu_mod.parse(raw if raw.__class__ is bytes else bytes(raw))
