@@ -48,21 +48,22 @@ _new = tuple.__new__
 def parse(raw: bytes) -> Apdu:
     """Parse a short APDU; a length that fits no case raises 6700."""
     n = len(raw)
-    if n < 4:
-        raise CardError(sw.WRONG_LENGTH, "APDU shorter than its header")
-    cla, ins, p1, p2 = raw[0], raw[1], raw[2], raw[3]
-    if n == 4:
+    if n == 5:      # case 2, what terminals send most (READ RECORD, READ BINARY): tested first
+        cla, ins, p1, p2, le = raw
+        return _new(Apdu, (cla, ins, p1, p2, b"", le or 256, False))
+    if n < 5:
+        if n < 4:
+            raise CardError(sw.WRONG_LENGTH, "APDU shorter than its header")
+        cla, ins, p1, p2 = raw
         return _new(Apdu, (cla, ins, p1, p2, b"", None, False))
-    if n == 5:
-        return _new(Apdu, (cla, ins, p1, p2, b"", raw[4] or 256, False))
     lc = raw[4]
     if lc == 0:
         # An Lc of 00 followed by more bytes announces an extended APDU, which the card lacks.
         raise CardError(sw.WRONG_LENGTH, "extended length not supported")
     if n == 5 + lc:
-        return _new(Apdu, (cla, ins, p1, p2, raw[5:], None, True))
+        return _new(Apdu, (raw[0], raw[1], raw[2], raw[3], raw[5:], None, True))
     if n == 6 + lc:
-        return _new(Apdu, (cla, ins, p1, p2, raw[5:-1], raw[-1] or 256, True))
+        return _new(Apdu, (raw[0], raw[1], raw[2], raw[3], raw[5:-1], raw[-1] or 256, True))
     raise CardError(sw.WRONG_LENGTH, f"Lc {lc} does not match {n - 5} body bytes")
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from . import apdu as apdu_mod
 from . import sw
-from .access import SecurityState, permits
+from .access import ALWAYS, SecurityState, permits
 from .apdu import Apdu
 from .command import CARD_BLOCKED, Command, Reply
 from .commands import COMMANDS
@@ -20,6 +20,7 @@ from .plugins import check_hooks, hooks, load
 from .sw import CardError
 
 # 3B 6D 00 00 + 13 historical bytes: the shape of the ATRs in spec §3.
+OK = b"\x90\x00"
 DEFAULT_ATR = bytes.fromhex("3B6D0000008C544CB386844116018593CA")
 
 
@@ -117,13 +118,17 @@ class Card:
         if not self.powered:
             self.power_on()
         session = self.session
-        pending, session.pending = session.pending, b""
+        pending = session.pending
+        if pending:             # any command but GET RESPONSE drops an answer left waiting
+            session.pending = b""
         try:
             # A reader hands bytes already: the copy only for a bytearray or memoryview.
             cmd = apdu_mod.parse(raw if raw.__class__ is bytes else bytes(raw))
             data = self._dispatch(cmd, pending)
-            answer = self._deliver(cmd, data)
-            self.store.commit()
+            answer = self._deliver(cmd, data) if data else OK
+            store = self.store
+            if store.staged:
+                store.commit()
             return answer
         except CardError as e:
             self.store.rollback()
@@ -148,7 +153,8 @@ class Card:
             if entry is None:
                 raise CardError(sw.INS_NOT_SUPPORTED)
             raise CardError(sw.CLA_NOT_SUPPORTED)
-        if self.store.get(CARD_BLOCKED):
+        # Between commands nothing is staged: the committed flag is the flag.
+        if self.store.data.get(CARD_BLOCKED):
             raise CardError(sw.FUNCTION_NOT_SUPPORTED, "card blocked")
         if not entry.while_blocked and self.fs.worst_state(self.session.current_df):
             self._refuse_if_blocked()
@@ -162,8 +168,6 @@ class Card:
             raise
 
     def _deliver(self, cmd: Apdu, data: bytes | Reply) -> bytes:
-        if not data:
-            return b"\x90\x00"
         if isinstance(data, Reply):
             return data.data + data.sw.to_bytes(2, "big")
         if len(data) > MAX_ANSWER:
@@ -197,7 +201,7 @@ class Card:
     def require(self, right: int, what: str = "") -> None:
         """Raise 6982 unless the current security state admits the access byte."""
         s = self.session
-        if s.fresh or permits(right, s.mf_state, s.df_state):
+        if right == ALWAYS or s.fresh or permits(right, s.mf_state, s.df_state):
             return
         if not any(h.waives(what) for h in self.hooks):
             raise CardError(sw.SECURITY_NOT_SATISFIED, what)
@@ -236,24 +240,21 @@ class Card:
 
     def try_credential(self, df: Path, key: KeyRecord, ok: bool, fail_sw: int | None = None) -> None:
         """Count one use of a PIN or key: decrement committed before the verdict, restored on success."""
-        if key.blocked:
-            raise CardError(sw.BLOCKED)
         if not key.counted:
             if not ok:
                 raise CardError(fail_sw or sw.SECURITY_NOT_SATISFIED)
             return
+        if not key.tries_left:
+            raise CardError(sw.BLOCKED)
         left = key.tries_left - 1
         for hook in self.hooks:
             left = hook.tries_left(key, left)
-        self.fs.put_key(df, key.with_tries(left))
-        self.store.commit()
+        self.fs.write_key(df, key.with_tries(left))
         if not ok:
             raise CardError(fail_sw if fail_sw is not None else sw.tries_left(left))
         if left != key.max_tries:
             # A record is immutable: one whose counter was full already is its own restored copy.
-            full = key if key.tries_left == key.max_tries else key.with_tries(key.max_tries)
-            self.fs.put_key(df, full)
-            self.store.commit()
+            self.fs.write_key(df, key if key.tries_left == key.max_tries else key.with_tries(key.max_tries))
 
     def check_mac(self, cmd: Apdu, base_type: int, key_id: int) -> tuple[bytes, Path, KeyRecord]:
         """Verify a command's trailing MAC4 (spec §3); return its data without the MAC, and the key."""

@@ -36,10 +36,9 @@ class FileSystem:
     def __init__(self, store: Store, capacity: int) -> None:
         self.store = store
         self.capacity = capacity
-        self._local_gen = 0
-        self._seen_store = self._seen_local = -1
+        self._seen = -1   # the store generation the index was built at
         self._children: dict[Path, dict[int, Path]] = {}
-        self._sfis: dict[Path, dict[int, Path]] = {}
+        self._sfis: dict[Path, dict[int, tuple[Path, ElementaryFile]]] = {}
         self._record_sfis: dict[Path, dict[int, Path]] = {}   # _sfis, the record EFs only
         self._names: list[tuple[bytes, Path]] = []
         self._inactive: dict[Path, AppState] = {}
@@ -47,11 +46,10 @@ class FileSystem:
         self._by_name: dict[tuple[bytes, Path], Path | None] = {}
 
     # -- index --------------------------------------------------------------------------
-    def _index(self) -> None:
-        if self.store.generation == self._seen_store and self._local_gen == self._seen_local:
-            return
+    def _rebuild(self) -> None:
+        # Every lookup tests freshness inline before calling this (a command makes several).
         children: dict[Path, dict[int, Path]] = {}
-        sfis: dict[Path, dict[int, Path]] = {}
+        sfis: dict[Path, dict[int, tuple[Path, ElementaryFile]]] = {}
         names: list[tuple[bytes, Path]] = []
         inactive: dict[Path, AppState] = {}  # every DF not ACTIVE, by path
         key_files: dict[Path, Path] = {}
@@ -69,19 +67,21 @@ class FileSystem:
                 key_files.setdefault(path[:-1], path)
         for df, kids in children.items():
             for fid in sorted(kids, reverse=True):
-                if isinstance(self.store.get(("H", kids[fid])), ElementaryFile):
-                    sfis.setdefault(df, {})[fid & 0x1F] = kids[fid]
-        # An EF's kind changes only with its header, which rebuilds this index.
-        record_sfis = {df: {sfi: p for sfi, p in by_sfi.items() if self.store.get(("H", p)).RECORDS}
+                spec = self.store.get(("H", kids[fid]))
+                if isinstance(spec, ElementaryFile):
+                    sfis.setdefault(df, {})[fid & 0x1F] = (kids[fid], spec)
+        # A header changes only by creating or erasing files, which rebuilds this index.
+        record_sfis = {df: {sfi: p for sfi, (p, spec) in by_sfi.items() if spec.RECORDS}
                        for df, by_sfi in sfis.items()}
         names.sort(key=lambda item: len(item[1]))
         self._children, self._sfis, self._names, self._inactive = children, sfis, names, inactive
         self._record_sfis = record_sfis
         self._key_files, self._by_name = key_files, {}
-        self._seen_store, self._seen_local = self.store.generation, self._local_gen
+        self._seen = self.store.generation
 
     def _touch(self) -> None:
-        self._local_gen += 1
+        # Staged changes to the tree: the store's generation tells every index over it.
+        self.store.generation += 1
 
     # -- lookups ------------------------------------------------------------------------
     def spec(self, path: Path) -> FileSpec | None:
@@ -91,7 +91,8 @@ class FileSystem:
         return ("H", path) in self.store
 
     def children(self, df: Path) -> dict[int, Path]:
-        self._index()
+        if self.store.generation != self._seen:
+            self._rebuild()
         return self._children.get(df, {})
 
     def child(self, df: Path, fid: int) -> Path | None:
@@ -99,16 +100,19 @@ class FileSystem:
 
     def ef_by_sfi(self, df: Path, sfi: int) -> Path | None:
         """The working EF of df whose SFI is sfi (the lowest FID, should two share it)."""
-        # The freshness test of _index inline: every READ RECORD by SFI passes here.
-        if self.store.generation != self._seen_store or self._local_gen != self._seen_local:
-            self._index()
+        found = self.sfi_ef(df, sfi)
+        return None if found is None else found[0]
+
+    def sfi_ef(self, df: Path, sfi: int) -> tuple[Path, ElementaryFile] | None:
+        """The working EF of df whose SFI is sfi, and its spec."""
+        if self.store.generation != self._seen:
+            self._rebuild()
         return self._sfis.get(df, _NONE).get(sfi)
 
     def records_by_sfi(self, df: Path, sfi: int) -> tuple[bytes, ...]:
         """The records of df's record EF with that SFI; none when the SFI names no file or a binary one."""
-        # Asked before every PIN use (the application's life record): one lookup of the index.
-        if self.store.generation != self._seen_store or self._local_gen != self._seen_local:
-            self._index()
+        if self.store.generation != self._seen:
+            self._rebuild()
         path = self._record_sfis.get(df, _NONE).get(sfi)
         if path is None:
             return ()
@@ -116,7 +120,8 @@ class FileSystem:
 
     def df_by_name(self, name: bytes, near: Path) -> Path | None:
         """A DF by name: exact match first, nearest to `near` first, then a right-truncated match."""
-        self._index()
+        if self.store.generation != self._seen:
+            self._rebuild()
         # Terminals select the same few names over and over: the answer holds until the tree changes.
         key = (bytes(name), near)
         try:
@@ -136,7 +141,8 @@ class FileSystem:
         return None
 
     def key_file(self, df: Path) -> Path | None:
-        self._index()
+        if self.store.generation != self._seen:
+            self._rebuild()
         return self._key_files.get(df)
 
     def walk(self, df: Path = MF) -> Iterator[tuple[Path, FileSpec]]:
@@ -161,6 +167,10 @@ class FileSystem:
 
     def put_key(self, df: Path, record: KeyRecord) -> None:
         self.store.put(("K", df, record.type & 0x3F, record.id), record)   # record.base, without the property
+
+    def write_key(self, df: Path, record: KeyRecord) -> None:
+        """put_key committed at once, with what else is staged: a try counter is written before its verdict."""
+        self.store.write(("K", df, record.type & 0x3F, record.id), record)
 
     def keys(self, df: Path) -> list[KeyRecord]:
         return sorted((v for k, v in self.store.items() if k[0] == "K" and k[1] == df),
@@ -240,9 +250,8 @@ class FileSystem:
 
     def worst_state(self, path: Path) -> AppState:
         """The worst life state of path and the DFs above it (below the MF)."""
-        # Asked before every command: the freshness test of _index inline.
-        if self.store.generation != self._seen_store or self._local_gen != self._seen_local:
-            self._index()
+        if self.store.generation != self._seen:
+            self._rebuild()
         if not self._inactive:
             return AppState.ACTIVE
         return max((s for df, s in self._inactive.items() if path[: len(df)] == df and len(df) > 1),

@@ -26,9 +26,10 @@ class Store:
         self.buffer: list[tuple[Hashable, Any]] = list(buffer or [])
         # FMCOS's commit flag: set once the buffer is whole, cleared once it is applied to data.
         self.commit_flag = commit_flag
-        self._pending: dict[Hashable, Any] = {}
+        self.staged: dict[Hashable, Any] = {}   # this command's writes, not yet committed
         # Bumped whenever the visible contents change other than by staging (rollback,
-        # recovery, power cut), so derived indexes know to rebuild.
+        # recovery, power cut), and by a file system that staged a change to the tree, so
+        # derived indexes know to rebuild.
         self.generation = 0
         self.tear_at: int | None = None
         self.steps = 0
@@ -37,7 +38,7 @@ class Store:
 
     # -- reading and staging ------------------------------------------------------------
     def get(self, key: Hashable, default: Any = None) -> Any:
-        pending = self._pending
+        pending = self.staged
         if pending and key in pending:
             v = pending[key]
             return default if v is DELETED else v
@@ -47,30 +48,42 @@ class Store:
         return self.get(key, DELETED) is not DELETED
 
     def put(self, key: Hashable, value: Any) -> None:
-        self._pending[key] = value
+        self.staged[key] = value
 
     def delete(self, key: Hashable) -> None:
-        self._pending[key] = DELETED
+        self.staged[key] = DELETED
 
     def items(self) -> Iterator[tuple[Hashable, Any]]:
         """Every live entry, staged writes included."""
         for k, v in self.data.items():
-            if k not in self._pending:
+            if k not in self.staged:
                 yield k, v
-        for k, v in self._pending.items():
+        for k, v in self.staged.items():
             if v is not DELETED:
                 yield k, v
 
     # -- committing ---------------------------------------------------------------------
+    def write(self, key: Hashable, value: Any) -> None:
+        """Stage one value and commit it with whatever else is staged (a try counter, say)."""
+        if self.staged or self.tear_at is not None or self.buffer or self.commit_flag:
+            self.staged[key] = value
+            self.commit()
+            return
+        # The quick commit of one entry, as commit() would make it.
+        self.data[key] = value
+        self.commits += 1
+        self.touched.add(key)
+        self.steps += 4
+
     def commit(self) -> None:
         """Make the staged writes persistent as one unit."""
-        if not self._pending:
+        if not self.staged:
             return
         if self.tear_at is None and not self.buffer and not self.commit_flag:
             # No power cut armed and no torn commit waiting: nothing can observe the buffer, so
             # apply the writes directly, counting the same steps (buffer entries, flag, applied
             # entries, flag cleared) as the path a tearing test walks.
-            staged, self._pending = self._pending, {}
+            staged, self.staged = self.staged, {}
             self.commits += 1
             self.touched.update(staged)
             data = self.data
@@ -81,7 +94,7 @@ class Store:
                     data[key] = value
             self.steps += 2 * len(staged) + 2
             return
-        staged, self._pending = list(self._pending.items()), {}
+        staged, self.staged = list(self.staged.items()), {}
         self.commits += 1
         self.touched.update(k for k, _ in staged)
         for entry in staged:
@@ -93,13 +106,13 @@ class Store:
 
     def rollback(self) -> None:
         """Forget the staged writes."""
-        if self._pending:
-            self._pending = {}
+        if self.staged:
+            self.staged = {}
             self.generation += 1
 
     def recover(self) -> None:
         """At power-on: finish a commit whose flag was set, drop one whose flag was not."""
-        self._pending = {}
+        self.staged = {}
         if self.commit_flag:
             self._apply_buffer()
         else:
@@ -123,7 +136,7 @@ class Store:
         self.steps += 1
         if self.tear_at is not None and self.steps >= self.tear_at:
             self.tear_at = None
-            self._pending = {}
+            self.staged = {}
             self.generation += 1
             raise PowerLoss(f"power cut at write step {self.steps}")
 

@@ -62,26 +62,25 @@ class VpcdLink:
         self._sock: socket.socket | None = None
 
     # -- framing ----------------------------------------------------------------------------
-    def _fill(self, sock: socket.socket, buf: bytearray, n: int) -> None:
-        """Read until buf holds n bytes; one recv usually brings a whole frame."""
-        while len(buf) < n:
+    def _receive(self, sock: socket.socket) -> bytes:
+        """The payload of vpcd's next frame (2-byte length ‖ payload), read to its last byte and no further."""
+        buf = bytearray()
+        end = 2
+        while True:
+            have = len(buf)
+            if have == 2 and end == 2:
+                end = 2 + ((buf[0] << 8) | buf[1])
+            if have == end:
+                return bytes(memoryview(buf)[2:])
             if _QUICKACK is not None:
                 # vpcd writes a frame's length and payload separately; with Nagle on its side and
                 # delayed ACKs on ours each APDU would stall ~40 ms. Linux clears QUICKACK after
                 # every receive, so it is set again each time.
                 sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
-            chunk = sock.recv(65536)
+            chunk = sock.recv(end - have)
             if not chunk:
                 raise LinkClosed("stopping" if self.stop.is_set() else "vpcd closed the connection")
             buf += chunk
-
-    def _receive(self, sock: socket.socket, buf: bytearray) -> bytes:
-        self._fill(sock, buf, 2)
-        end = 2 + ((buf[0] << 8) | buf[1])
-        self._fill(sock, buf, end)
-        msg = bytes(memoryview(buf)[2:end])
-        del buf[:end]
-        return msg
 
     @staticmethod
     def _send(sock: socket.socket, payload: bytes) -> None:
@@ -149,11 +148,15 @@ class VpcdLink:
         self._sock = sock
         self.connected.set()
         log.info("port %d: connected to vpcd", self.port)
-        buf = bytearray()
         timeout = None
+        receive, handle = self._receive, self.handle
         try:
-            while not self.stop.is_set():
-                answer = self.handle(self._receive(sock, buf))
+            # shutdown() sets stop, then shuts the socket down so that the next read fails: the
+            # stop test is needed only here, for a shutdown that came before the socket was set.
+            if self.stop.is_set():
+                raise LinkClosed("stopping")
+            while True:
+                answer = handle(receive(sock))
                 if answer is not None:
                     self._send(sock, answer)
                 # After a real 00/01/02 vpcd speaks again within a poll (~0.4 s); silence means
@@ -189,7 +192,7 @@ class VpcdLink:
         try:
             with socket.create_connection((self.host, self.port), timeout=self.sign_off_timeout) as probe:
                 probe.settimeout(self.sign_off_timeout)
-                self._receive(probe, bytearray())     # read whole, so closing sends no reset
+                self._receive(probe)     # read whole, so closing sends no reset
         except OSError as e:
             # No vpcd, or one too busy to poll: nothing more to wait for.
             log.info("port %d: signed off without vpcd's poll (%s)", self.port, e)

@@ -109,3 +109,34 @@ def test_records_by_sfi_follows_files_created_and_creations_torn(card):
     assert card.fs.records_by_sfi(sub, 0x06) == (b"\x01\x01\x07",)
     card.store.rollback()
     assert card.fs.records_by_sfi(sub, 0x06) == ()
+
+
+def test_a_file_read_by_sfi_is_the_file_as_it_stands_after_its_df_was_erased(card):
+    # The SFI index holds each EF's spec: a file erased and made again under the same SFI
+    # with another size and other rights must be read as the new one, at the next command.
+    _create_sub(card)
+    ok(card, "00A404000A" + SUB_NAME.hex())
+    ok(card, fmcos.create_file(TransparentEF(0x0003, read_right=0x00, write_right=0x00, size=4)))
+    assert tx(card, "00B0830000") == (bytes(4), 0x9000)
+    ok(card, fmcos.erase_df())
+    ok(card, fmcos.create_file(TransparentEF(0x0003, read_right=0x00, write_right=0x00, size=6)))
+    assert tx(card, "00B0830000") == (bytes(6), 0x9000)
+    ok(card, fmcos.erase_df())
+    assert sw(card, "00B0830000") == SW.FILE_NOT_FOUND
+    ok(card, fmcos.create_file(KeyFile(0x0000, size=0x40, add_right=0x00)))
+    ok(card, fmcos.erase_df())
+    ok(card, fmcos.create_file(KeyFile(0x0000, size=0x40, add_right=0x00)))
+    ok(card, fmcos.create_file(TransparentEF(0x0003, read_right=0x11, write_right=0x00, size=6)))
+    ok(card, "00A404000A" + SUB_NAME.hex())
+    assert sw(card, "00B0830000") == SW.SECURITY_NOT_SATISFIED
+
+
+def test_an_ef_created_by_a_torn_command_is_not_found_by_sfi(card):
+    _create_sub(card)
+    ok(card, "00A404000A" + SUB_NAME.hex())
+    card.store.arm_tear(1)
+    with pytest.raises(PowerLoss):
+        card.transmit(fmcos.create_file(TransparentEF(0x0003, read_right=0x00, write_right=0x00, size=4)))
+    card.power_on()
+    ok(card, "00A404000A" + SUB_NAME.hex())
+    assert sw(card, "00B0830000") == SW.FILE_NOT_FOUND

@@ -18,12 +18,12 @@ def _ef(card, sfi: int | None) -> tuple[Path, ElementaryFile]:
     """The EF a command addresses: by SFI (which makes it current) or the current EF."""
     s = card.session
     if sfi:
-        path = card.fs.ef_by_sfi(s.current_df, sfi)
-        if path is None:
+        found = card.fs.sfi_ef(s.current_df, sfi)
+        if found is None:
             raise CardError(sw.FILE_NOT_FOUND, f"no EF with SFI {sfi:02X}")
-        if path != s.current_ef:
-            s.current_ef, s.record = path, None
-        return path, card.fs.spec(path)
+        if found[0] != s.current_ef:
+            s.current_ef, s.record = found[0], None
+        return found
     if s.current_ef is None:
         raise CardError(sw.NO_CURRENT_EF)
     return s.current_ef, card.fs.spec(s.current_ef)
