@@ -20,8 +20,8 @@ from .plugins import check_hooks, hooks, load
 from .sw import CardError
 
 # 3B 6D 00 00 + 13 historical bytes: the shape of the ATRs in spec §3.
-OK = b"\x90\x00"
 DEFAULT_ATR = bytes.fromhex("3B6D0000008C544CB386844116018593CA")
+_OK_ANSWER = sw.OK.to_bytes(2, "big")
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ class Card:
             # A reader hands bytes already: the copy only for a bytearray or memoryview.
             cmd = apdu_mod.parse(raw if raw.__class__ is bytes else bytes(raw))
             data = self._dispatch(cmd, pending)
-            answer = self._deliver(cmd, data) if data else OK
+            answer = self._deliver(cmd, data) if data else _OK_ANSWER
             store = self.store
             if store.staged:
                 store.commit()
@@ -179,7 +179,7 @@ class Card:
             # T=0 habit: a command that carried data announces its answer for GET RESPONSE.
             self.session.pending = data
             return sw.more_data(len(data)).to_bytes(2, "big")
-        return data + b"\x90\x00"
+        return data + _OK_ANSWER
 
     def _refuse_if_blocked(self) -> None:
         state = self.app_state()
