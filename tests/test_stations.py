@@ -312,3 +312,127 @@ def test_a_dead_stations_real_card_is_quarantined_with_its_step_unless_no_apdu_w
     assert lines[-1]["event"] == f"card-{'quarantined' if end == 'quarantined' else 'done'}"
     assert lines[-1]["station"] == "s2" and lines[-1]["batch"] == bid
     j.close()
+
+
+# ---- two stations opening one new batch, driven step by step (threads, one journal connection each) ----
+
+def _opener(tmp_path, csv_path, pg_url, name):
+    """A station's batch options and journal, and a thread that opens the batch the way `perso run` does."""
+    import threading
+
+    from personalize import batch
+    opts = batch.Options(prof(), keys(), csv_path, pg_url, str(tmp_path / f"audit-{name}.jsonl"),
+                         str(tmp_path / "cards"), station=name, workers=1)
+    j = open_journal(pg_url, station=name)
+    got: dict = {}
+
+    def run():
+        try:
+            got["opened"] = batch._open_batch(opts, j)
+        except Exception as e:               # noqa: BLE001 - the test asserts on it
+            got["error"] = e
+    return j, got, threading.Thread(target=run, name=f"open:{name}", daemon=True)
+
+
+def _pause_before_commit(monkeypatch, station: str):
+    """The named station stops after naming its new batch, its transaction still open, until the event is set."""
+    import threading
+
+    from personalize import journal as jmod
+    named, go = threading.Event(), threading.Event()
+    real = jmod._NewBatch.name
+
+    def name(self, batch_id, source_digest):
+        done = real(self, batch_id, source_digest)
+        if self.journal.station == station:
+            named.set()
+            assert go.wait(120), "the test never let the station go on"
+        return done
+    monkeypatch.setattr(jmod._NewBatch, "name", name)
+    return named, go
+
+
+def _waits_on_a_lock(pg_url, station: str) -> None:
+    """Until the named station's database session waits for a lock another transaction holds."""
+    import psycopg
+    with psycopg.connect(pg_url, autocommit=True) as db:
+        for _ in range(1200):
+            if db.execute("SELECT 1 FROM pg_stat_activity WHERE application_name LIKE %s AND wait_event_type = "
+                          "'Lock'", (f"sscard station {station} %",)).fetchone():
+                return
+            time.sleep(0.05)
+    raise AssertionError(f"station {station} never waited for the other's transaction")
+
+
+def _one_batch_and_no_provisional(pg_url, n_cards):
+    j = open_journal(pg_url)
+    try:
+        (bid,) = j.batches()                                # no provisional batch left, none half-written
+        assert len(j.cards(bid)) == n_cards
+        with j._tx() as q:
+            assert q("SELECT COUNT(*) FROM cards WHERE batch != ?", (bid,)).fetchone()[0] == 0
+        return bid
+    finally:
+        j.close()
+
+
+@pytest.mark.parametrize("invalid", [False, True], ids=["valid-rows", "every-row-rejected"])
+def test_a_station_recording_the_same_new_batch_behind_another_joins_it_when_the_first_commits(
+        tmp_path, pg_url, monkeypatch, invalid):
+    # Valid rows: the second station's first row waits on the first's uncommitted card number. Every row
+    # rejected: nothing is indexed, so both get as far as naming the batch, the very check-then-rename race.
+    bad = [dict(cardholders.sample(), ssn="1", card_number=f"X{i}") for i in range(4)] if invalid else []
+    csv_path = str(tmp_path / "holders.csv")
+    cardholders.write_csv(csv_path, bad or cardholders.generate(6, seed=18))
+    named, go = _pause_before_commit(monkeypatch, "a")
+    ja, a, ta = _opener(tmp_path, csv_path, pg_url, "a")
+    jb, b, tb = _opener(tmp_path, csv_path, pg_url, "b")
+    try:
+        ta.start()
+        assert named.wait(120)
+        tb.start()
+        _waits_on_a_lock(pg_url, "b")                       # b read the file and is blocked on a's transaction
+        go.set()
+        ta.join(120)
+        tb.join(120)
+        assert "error" not in a and "error" not in b, (a, b)
+        assert a["opened"][0] == b["opened"][0]             # b joins a's batch
+        assert a["opened"][2] is None and b["opened"][3] is None
+        assert _one_batch_and_no_provisional(pg_url, len(bad) or 6) == a["opened"][0]
+    finally:
+        go.set()
+        ja.close()
+        jb.close()
+
+
+def test_a_station_recording_a_file_that_shares_a_cardholder_with_one_being_recorded_rejects_that_line(
+        tmp_path, pg_url, monkeypatch):
+    # Two different files started together share one cardholder: the second waits on the first's uncommitted
+    # card number. Once the first is recorded, the line is the second's duplicate, as if it had come later.
+    people = cardholders.generate(9, seed=18)
+    first, second = str(tmp_path / "first.csv"), str(tmp_path / "second.csv")
+    cardholders.write_csv(first, people[:5])
+    cardholders.write_csv(second, people[4:])               # line 2 is the first file's line 6
+    named, go = _pause_before_commit(monkeypatch, "a")
+    ja, a, ta = _opener(tmp_path, first, pg_url, "a")
+    jb, b, tb = _opener(tmp_path, second, pg_url, "b")
+    try:
+        ta.start()
+        assert named.wait(120)
+        tb.start()
+        _waits_on_a_lock(pg_url, "b")
+        go.set()
+        ta.join(120)
+        tb.join(120)
+        assert "error" not in a and "error" not in b, (a, b)
+        assert a["opened"][0] != b["opened"][0]
+        theirs = {c.row: c for c in jb.cards(b["opened"][0])}
+        assert len(theirs) == 5 and theirs[2].state == "rejected"
+        assert "already issued in an earlier batch" in theirs[2].reason
+        assert [c.state for r, c in sorted(theirs.items()) if r != 2] == ["pending"] * 4
+        assert Path(b["opened"][3]).read_text().count("already") == 2     # card number and SSN, in the reject file
+        assert sorted(jb.batches()) == sorted([a["opened"][0], b["opened"][0]])   # no provisional batch left
+    finally:
+        go.set()
+        ja.close()
+        jb.close()
