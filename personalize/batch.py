@@ -196,8 +196,7 @@ def prepare(opts: Options, journal: Journal, src: str | None = None, bid: str | 
                             invalid += 1
                             for f, why in next(p for ln, _, p in chunk if ln == line):
                                 w.writerow([line, f, why])
-                    if not opts.strict:
-                        nb.add(rows, judged=True)
+                    nb.add(rows, judged=True)         # --strict too: a refused batch is rolled back whole
                 if digest is not None:
                     src = digest.hexdigest()
                     bid = batch_id(opts.profile, src)
