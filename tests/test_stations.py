@@ -147,10 +147,13 @@ def test_one_station_on_sqlite_killed_and_restarted_makes_each_card_once(tmp_pat
 
 
 def _two_at_once(tmp_path, keyfile, journal, delay):
+    """Stations a and b on one new file, b started `delay` seconds after a (before it when negative)."""
     csv_path = _holders(tmp_path, 12)
-    a = _station(tmp_path, csv_path, keyfile, journal, "a")
-    time.sleep(delay)
-    b = _station(tmp_path, csv_path, keyfile, journal, "b")
+    first, second = ("a", "b") if delay >= 0 else ("b", "a")
+    started = {first: _station(tmp_path, csv_path, keyfile, journal, first)}
+    time.sleep(abs(delay))
+    started[second] = _station(tmp_path, csv_path, keyfile, journal, second)
+    a, b = started["a"], started["b"]
     outs = [p.communicate(timeout=300) for p in (a, b)]
     return [p.returncode for p in (a, b)], outs
 
@@ -168,7 +171,7 @@ def _made_once(tmp_path, journal):
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(delay=st.floats(0, 0.6))
+@given(delay=st.floats(-0.6, 0.6))
 def test_two_stations_started_together_on_postgresql_never_both_make_a_card(tmp_path_factory, keyfile, pg_cluster,
                                                                             delay):
     import uuid
@@ -185,7 +188,7 @@ def test_two_stations_started_together_on_postgresql_never_both_make_a_card(tmp_
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(delay=st.floats(0, 0.6))
+@given(delay=st.floats(-0.6, 0.6))
 def test_two_stations_started_together_on_sqlite_never_both_make_a_card(tmp_path_factory, keyfile, delay):
     tmp_path = tmp_path_factory.mktemp("two")
     journal = str(tmp_path / "journal.sqlite")
