@@ -439,3 +439,26 @@ def test_a_station_recording_a_file_that_shares_a_cardholder_with_one_being_reco
         go.set()
         ja.close()
         jb.close()
+
+
+def test_a_new_sqlite_journal_opened_while_another_station_writes_it_waits_for_it(tmp_path, monkeypatch):
+    # Two stations started together on a new SQLite journal: switching the file to WAL while the other holds a
+    # write lock fails at once in SQLite, without waiting (it would rather not risk a deadlock).
+    from personalize import journal as jmod
+    path = str(tmp_path / "journal.sqlite")
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    waited = []
+
+    def sleep(seconds):                                     # the other station's write ends while this one waits
+        waited.append(seconds)
+        if other.in_transaction:
+            other.execute("COMMIT")
+    monkeypatch.setattr(jmod.time, "sleep", sleep)
+    j = open_journal(path, station="b")
+    try:
+        assert waited and j._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert j.schema_version() == SCHEMA_VERSION
+    finally:
+        j.close()
+        other.close()
