@@ -462,3 +462,29 @@ def test_a_new_sqlite_journal_opened_while_another_station_writes_it_waits_for_i
     finally:
         j.close()
         other.close()
+
+
+def test_a_station_that_found_no_batch_then_read_a_file_another_recorded_meanwhile_joins_it(tmp_path, pg_url):
+    # b looks for the file's name before a has recorded it, and reads the file after: every line is then a's, the
+    # batch is a's by its digest, and b's provisional batch is never written.
+    csv_path = _holders(tmp_path, 6)
+    ja, a, ta = _opener(tmp_path, csv_path, pg_url, "a")
+    jb, b, tb = _opener(tmp_path, csv_path, pg_url, "b")
+    real = jb.has_source
+
+    def after_a(*args):
+        found = real(*args)
+        ta.start()
+        ta.join(120)
+        return found
+    jb.has_source = after_a
+    try:
+        tb.start()
+        tb.join(120)
+        assert "error" not in a and "error" not in b, (a, b)
+        assert b["opened"][0] == a["opened"][0] and b["opened"][2] is not None     # b joins a's running batch
+        assert _one_batch_and_no_provisional(pg_url, 6) == a["opened"][0]
+        assert not list(tmp_path.glob(".rejects-*")) and not list(tmp_path.glob("rejects-*"))
+    finally:
+        ja.close()
+        jb.close()
