@@ -171,7 +171,7 @@ def prepare(opts: Options, journal: Journal, src: str | None = None, bid: str | 
     journal chunk by chunk, duplicates found by the journal's own indexes. Without `bid` the rows go in under a
     provisional id that becomes the batch's id (from the profile and the file's digest) in the same transaction,
     or Recorded, nothing written, when the journal holds that batch already. Returns (records, rejects file or
-    None, batch id, source digest); Conflict when another station recorded the batch first."""
+    None, batch id, source digest); Conflict when another station committed one of its cardholders first."""
     import csv
     import secrets
     import tempfile
@@ -196,8 +196,7 @@ def prepare(opts: Options, journal: Journal, src: str | None = None, bid: str | 
                             invalid += 1
                             for f, why in next(p for ln, _, p in chunk if ln == line):
                                 w.writerow([line, f, why])
-                    if not opts.strict:
-                        nb.add(rows, judged=True)
+                    nb.add(rows, judged=True)         # --strict too: a refused batch is rolled back whole
                 if digest is not None:
                     src = digest.hexdigest()
                     bid = batch_id(opts.profile, src)
@@ -294,6 +293,10 @@ def run_batch(opts: Options, progress: Progress | None = None) -> Result:
     return result
 
 
+# A station reads its file again only when another committed cardholders of it meanwhile: a few times at most.
+RECORD_TRIES = 5
+
+
 def _open_batch(opts: Options, journal: Journal) -> tuple[str, str, dict | None, str | None]:
     """The batch the cardholder file makes, this process its only runner at this station: (id, source digest,
     its journal record when it was there already, reject file). A file the journal has not seen under this name
@@ -309,30 +312,32 @@ def _open_batch(opts: Options, journal: Journal) -> tuple[str, str, dict | None,
         except Recorded as e:
             bid, src = e.args
         except Conflict:
-            bid = batch_id(opts.profile, src := _digest(opts.cardholder_file))
-            if journal.batch(bid) is None:
+            if journal.EXCLUSIVE:                   # nobody else writes a SQLite journal: not a race
                 raise
-            # Another station recorded the batch a moment before us: we join it.
-            journal.own(bid)
-            return bid, src, None, None
+            bid = batch_id(opts.profile, src := _digest(opts.cardholder_file))
     else:
         bid = batch_id(opts.profile, src := _digest(opts.cardholder_file))
     journal.own(bid)
-    existing = journal.batch(bid)
-    shared = is_database_url(opts.journal) and existing and not existing["finished"]
-    if existing and not opts.resume and not shared:
-        raise BatchError(f"batch {bid} is in the journal already; add --resume to finish it")
-    if opts.resume and not existing and not is_database_url(opts.journal):
-        raise BatchError(f"nothing to resume: the journal has no batch {bid} for this profile and file")
-    if existing:
-        return bid, src, existing, None
-    try:
-        _, rejects, _, _ = prepare(opts, journal, src, bid)     # a changed file under a known name: read again
-        return bid, src, None, rejects
-    except Conflict:
-        if journal.batch(bid) is None:
-            raise
-        return bid, src, None, None
+    for _ in range(RECORD_TRIES):
+        existing = journal.batch(bid)
+        shared = is_database_url(opts.journal) and existing and not existing["finished"]
+        if existing and not opts.resume and not shared:
+            raise BatchError(f"batch {bid} is in the journal already; add --resume to finish it")
+        if opts.resume and not existing and not is_database_url(opts.journal):
+            raise BatchError(f"nothing to resume: the journal has no batch {bid} for this profile and file")
+        if existing:
+            return bid, src, existing, None
+        try:
+            _, rejects, _, _ = prepare(opts, journal, src, bid)     # a changed file under a known name: read again
+            return bid, src, None, rejects
+        except Conflict:
+            if journal.EXCLUSIVE:
+                raise
+            # Another station committed cardholders of this file while we read it: this very batch (we join it)
+            # or another file's (read again, those lines are now duplicates of an earlier batch).
+            continue
+    raise BatchError(f"batch {bid}: other stations kept recording cardholders of this file while it was read "
+                     f"({RECORD_TRIES} times); start this station again")
 
 
 def _work(opts: Options) -> cardwork.Work:

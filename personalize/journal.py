@@ -434,14 +434,29 @@ class SqliteJournal(Journal):
     NOW = "((julianday('now') - 2440587.5) * 86400.0)"
     EXCLUSIVE = True
 
+    WAIT = 30.0                 # seconds a statement waits for another process's write
+
     def _connect(self) -> None:
         try:
-            self._db = sqlite3.connect(self.target, check_same_thread=False, isolation_level=None, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db = sqlite3.connect(self.target, check_same_thread=False, isolation_level=None, timeout=self.WAIT)
+            self._wal()
             self._db.execute("PRAGMA synchronous=FULL")
         except sqlite3.Error as e:
             raise JournalError(f"{self.target}: {e}") from None
         self._owner = None
+
+    def _wal(self) -> None:
+        # A new file's switch to WAL fails at once, without the busy wait, while another process (a station
+        # started at the same moment) holds its write lock: SQLite will not risk a deadlock. Tried again.
+        deadline = time.monotonic() + self.WAIT
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if e.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.05)
 
     @contextmanager
     def _tx(self):

@@ -188,6 +188,13 @@ def test_strict_refuses_the_whole_batch_and_a_rerun_needs_resume(tmp_path):
         batch.run_batch(_opts(tmp_path, csv_path))
 
 
+def test_strict_with_every_record_valid_personalizes_every_card(tmp_path):
+    csv_path = _csv(tmp_path, 5)
+    result = batch.run_batch(_opts(tmp_path, csv_path, strict=True))
+    assert (result.done, result.rejected, result.pending, result.made_now) == (5, 0, 0, 5)
+    assert len(list((tmp_path / "cards").glob("*.json"))) == 5
+
+
 def _reads_of(path: str, monkeypatch) -> dict:
     """Every open of `path` and every byte read from it, from now on."""
     import builtins
