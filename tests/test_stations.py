@@ -29,6 +29,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
@@ -367,6 +368,29 @@ def _waits_on_a_lock(pg_url, station: str) -> None:
     raise AssertionError(f"station {station} never waited for the other's transaction")
 
 
+@contextmanager
+def _b_waiting_on_a(tmp_path, pg_url, monkeypatch, file_a, file_b):
+    """Station a records file_a and stops before its commit; b starts on file_b and must wait on a's
+    transaction; then a goes on. Yields what each opened, and b's journal."""
+    named, go = _pause_before_commit(monkeypatch, "a")
+    ja, a, ta = _opener(tmp_path, file_a, pg_url, "a")
+    jb, b, tb = _opener(tmp_path, file_b, pg_url, "b")
+    try:
+        ta.start()
+        assert named.wait(120)
+        tb.start()
+        _waits_on_a_lock(pg_url, "b")                       # b read its file and is blocked on a's transaction
+        go.set()
+        ta.join(120)
+        tb.join(120)
+        assert "error" not in a and "error" not in b, (a, b)
+        yield a, b, jb
+    finally:
+        go.set()
+        ja.close()
+        jb.close()
+
+
 def _one_batch_and_no_provisional(pg_url, n_cards):
     j = open_journal(pg_url)
     try:
@@ -387,25 +411,10 @@ def test_a_station_recording_the_same_new_batch_behind_another_joins_it_when_the
     bad = [dict(cardholders.sample(), ssn="1", card_number=f"X{i}") for i in range(4)] if invalid else []
     csv_path = str(tmp_path / "holders.csv")
     cardholders.write_csv(csv_path, bad or cardholders.generate(6, seed=18))
-    named, go = _pause_before_commit(monkeypatch, "a")
-    ja, a, ta = _opener(tmp_path, csv_path, pg_url, "a")
-    jb, b, tb = _opener(tmp_path, csv_path, pg_url, "b")
-    try:
-        ta.start()
-        assert named.wait(120)
-        tb.start()
-        _waits_on_a_lock(pg_url, "b")                       # b read the file and is blocked on a's transaction
-        go.set()
-        ta.join(120)
-        tb.join(120)
-        assert "error" not in a and "error" not in b, (a, b)
+    with _b_waiting_on_a(tmp_path, pg_url, monkeypatch, csv_path, csv_path) as (a, b, _):
         assert a["opened"][0] == b["opened"][0]             # b joins a's batch
         assert a["opened"][2] is None and b["opened"][3] is None
         assert _one_batch_and_no_provisional(pg_url, len(bad) or 6) == a["opened"][0]
-    finally:
-        go.set()
-        ja.close()
-        jb.close()
 
 
 def test_a_station_recording_a_file_that_shares_a_cardholder_with_one_being_recorded_rejects_that_line(
@@ -416,18 +425,7 @@ def test_a_station_recording_a_file_that_shares_a_cardholder_with_one_being_reco
     first, second = str(tmp_path / "first.csv"), str(tmp_path / "second.csv")
     cardholders.write_csv(first, people[:5])
     cardholders.write_csv(second, people[4:])               # line 2 is the first file's line 6
-    named, go = _pause_before_commit(monkeypatch, "a")
-    ja, a, ta = _opener(tmp_path, first, pg_url, "a")
-    jb, b, tb = _opener(tmp_path, second, pg_url, "b")
-    try:
-        ta.start()
-        assert named.wait(120)
-        tb.start()
-        _waits_on_a_lock(pg_url, "b")
-        go.set()
-        ta.join(120)
-        tb.join(120)
-        assert "error" not in a and "error" not in b, (a, b)
+    with _b_waiting_on_a(tmp_path, pg_url, monkeypatch, first, second) as (a, b, jb):
         assert a["opened"][0] != b["opened"][0]
         theirs = {c.row: c for c in jb.cards(b["opened"][0])}
         assert len(theirs) == 5 and theirs[2].state == "rejected"
@@ -435,10 +433,6 @@ def test_a_station_recording_a_file_that_shares_a_cardholder_with_one_being_reco
         assert [c.state for r, c in sorted(theirs.items()) if r != 2] == ["pending"] * 4
         assert Path(b["opened"][3]).read_text().count("already") == 2     # card number and SSN, in the reject file
         assert sorted(jb.batches()) == sorted([a["opened"][0], b["opened"][0]])   # no provisional batch left
-    finally:
-        go.set()
-        ja.close()
-        jb.close()
 
 
 def test_a_new_sqlite_journal_opened_while_another_station_writes_it_waits_for_it(tmp_path, monkeypatch):
