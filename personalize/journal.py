@@ -552,7 +552,11 @@ class PostgresJournal(Journal):
                                        application_name=f"sscard station {self.station} pid {os.getpid()}"[:63],
                                        keepalives=1, keepalives_idle=KEEPALIVE_IDLE,
                                        keepalives_interval=KEEPALIVE_INTERVAL, keepalives_count=KEEPALIVE_COUNT,
-                                       tcp_user_timeout=int(USER_TIMEOUT * 1000), options=_session_options())
+                                       tcp_user_timeout=int(USER_TIMEOUT * 1000))
+            # Set once the session is up, not as libpq startup `options`, which a connection pooler
+            # (PgBouncer by default) refuses.
+            for name, value in _session_settings():
+                self._db.execute("SELECT set_config(%s, %s, false)", (name, value))
         except psycopg.Error as e:
             raise JournalError(f"{redact(self.target)}: {str(e).strip().splitlines()[0]}") from None
 
@@ -632,11 +636,11 @@ class PostgresJournal(Journal):
             time.sleep(0.2)
 
 
-def _session_options() -> str:
-    """The server settings of a station's session (libpq's `options`)."""
-    return (f"-c idle_in_transaction_session_timeout={int(IDLE_IN_TRANSACTION * 1000)} "
-            f"-c tcp_keepalives_idle={KEEPALIVE_IDLE} -c tcp_keepalives_interval={KEEPALIVE_INTERVAL} "
-            f"-c tcp_keepalives_count={KEEPALIVE_COUNT} -c tcp_user_timeout={int(USER_TIMEOUT * 1000)}")
+def _session_settings() -> tuple[tuple[str, str], ...]:
+    """The server side of a station's session: a transaction left idle ended, a silent client probed."""
+    return (("idle_in_transaction_session_timeout", str(int(IDLE_IN_TRANSACTION * 1000))),
+            ("tcp_keepalives_idle", str(KEEPALIVE_IDLE)), ("tcp_keepalives_interval", str(KEEPALIVE_INTERVAL)),
+            ("tcp_keepalives_count", str(KEEPALIVE_COUNT)), ("tcp_user_timeout", str(int(USER_TIMEOUT * 1000))))
 
 
 def _who(holder: tuple) -> str:
