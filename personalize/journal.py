@@ -152,6 +152,10 @@ class Journal:
     def _sql(self, sql: str) -> str:
         return sql.replace("{now}", self.NOW)
 
+    def _patient(self, run):
+        """Run a statement of an open transaction that may wait on another station's uncommitted rows."""
+        return run()
+
     def own(self, batch_id: str, wait: float = 10.0) -> None:
         """Take the lock that makes this process the only one running `station` on the batch (released by
         the engine or the OS when the process dies); raise JournalError naming the holder."""
@@ -391,7 +395,8 @@ class _NewBatch:
         it at this moment)."""
         if self.q("SELECT 1 FROM batches WHERE id = ?", (batch_id,)).fetchone():
             return False
-        self.q("UPDATE batches SET id = ?, source_digest = ? WHERE id = ?", (batch_id, source_digest, self.batch_id))
+        self.journal._patient(lambda: self.q("UPDATE batches SET id = ?, source_digest = ? WHERE id = ?",
+                                             (batch_id, source_digest, self.batch_id)))
         self.q("UPDATE cards SET batch = ? WHERE batch = ?", (batch_id, self.batch_id))
         self.batch_id = batch_id
         return True
@@ -422,10 +427,11 @@ class _NewBatch:
                 raise Conflict(f"line {r[0]}: card number {r[1]} or its social security number is already on a "
                                "card in the journal (another batch took it meanwhile)")
             seen |= {r[1], r[2]}
-        self.journal._many(self.q, "INSERT INTO cards (batch, row, card_number, ssn, state, reason, holder, updated) "
-                                   "VALUES (?, ?, ?, ?, ?, ?, ?, {now})",
-                           [(self.batch_id, r, num, ssn, state, reason, json.dumps(holder, ensure_ascii=False))
-                            for r, num, ssn, state, reason, holder in rows])
+        values = [(self.batch_id, r, num, ssn, state, reason, json.dumps(holder, ensure_ascii=False))
+                  for r, num, ssn, state, reason, holder in rows]
+        self.journal._patient(lambda: self.journal._many(
+            self.q, "INSERT INTO cards (batch, row, card_number, ssn, state, reason, holder, updated) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, {now})", values))
 
 
 class SqliteJournal(Journal):
@@ -513,6 +519,22 @@ class Owner:
             self._fd = None
 
 
+# A station that freezes or drops off the network mid-transaction holds the rows it wrote, and every station
+# recording a file that shares them waits on it: the server must end its session within a minute, not after the
+# hours of TCP's default keepalive. Healthy stations never come near these: the longest a recording transaction
+# sits idle is the check of one chunk of the file between two statements (well under a second on a slow PC), and
+# every other transaction runs its statements back to back.
+IDLE_IN_TRANSACTION = 30.0      # seconds the server lets a station's transaction sit idle before ending it
+KEEPALIVE_IDLE = 10             # seconds of silence before the first TCP keepalive probe, both ends
+KEEPALIVE_INTERVAL = 5          # seconds between probes
+KEEPALIVE_COUNT = 3             # unanswered probes before the peer is taken for gone: 10 + 3 * 5 = 25 s
+USER_TIMEOUT = 30.0             # seconds sent data may stay unacknowledged before the connection is dropped
+# A statement that waits on another session's uncommitted rows looks at the holder this often: a station the
+# server will end in time is waited for, a session idle in its transaction past that (one without these
+# settings: an administrator's, an older sscard's) stops this station naming it.
+LOCK_WAIT = 5.0
+
+
 class PostgresJournal(Journal):
     """The journal in a PostgreSQL database: any number of stations claim cards of one batch."""
 
@@ -527,7 +549,14 @@ class PostgresJournal(Journal):
         self._pg = psycopg
         try:
             self._db = psycopg.connect(self.target, autocommit=True, connect_timeout=15,
-                                       application_name=f"sscard station {self.station} pid {os.getpid()}"[:63])
+                                       application_name=f"sscard station {self.station} pid {os.getpid()}"[:63],
+                                       keepalives=1, keepalives_idle=KEEPALIVE_IDLE,
+                                       keepalives_interval=KEEPALIVE_INTERVAL, keepalives_count=KEEPALIVE_COUNT,
+                                       tcp_user_timeout=int(USER_TIMEOUT * 1000))
+            # Set once the session is up, not as libpq startup `options`, which a connection pooler
+            # (PgBouncer by default) refuses.
+            for name, value in _session_settings():
+                self._db.execute("SELECT set_config(%s, %s, false)", (name, value))
         except psycopg.Error as e:
             raise JournalError(f"{redact(self.target)}: {str(e).strip().splitlines()[0]}") from None
 
@@ -545,6 +574,32 @@ class PostgresJournal(Journal):
             except self._pg.OperationalError as e:
                 # The server went away or refused: one line, never the URL's password.
                 raise JournalError(f"{redact(self.target)}: {str(e).strip().splitlines()[0]}") from None
+
+    def _patient(self, run):
+        # Each wait on another session's lock is bounded; rolled back to the savepoint, the statement is tried
+        # again while its holder is working or is one the server ends when it falls idle.
+        while True:
+            try:
+                with self._db.transaction():
+                    self._db.execute("SELECT set_config('lock_timeout', %s, true)", (f"{int(LOCK_WAIT * 1000)}ms",))
+                    done = run()
+                    self._db.execute("SELECT set_config('lock_timeout', '0', true)")
+                    return done
+            except self._pg.errors.LockNotAvailable:
+                self._stuck_holder()
+
+    def _stuck_holder(self) -> None:
+        """Raise JournalError naming a session that holds rows of the journal, idle in its transaction for longer
+        than any station's may be."""
+        holder = self._db.execute(
+            "SELECT a.application_name, a.client_addr, extract(epoch from clock_timestamp() - a.state_change) "
+            "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'relation' AND l.granted "
+            "AND l.pid != pg_backend_pid() AND l.mode = 'RowExclusiveLock' AND l.relation IN "
+            "('cards'::regclass, 'batches'::regclass) AND a.state = 'idle in transaction' "
+            "ORDER BY a.state_change LIMIT 1").fetchone()
+        if holder and holder[2] > IDLE_IN_TRANSACTION + LOCK_WAIT:
+            raise JournalError(f"station {self.station} is waiting on rows {_who(holder)} holds in a transaction "
+                               f"left idle for {holder[2]:.0f} s; end that session and start this station again")
 
     def _migrate(self) -> None:
         # Two stations starting on an empty database must not both create the tables.
@@ -576,9 +631,21 @@ class PostgresJournal(Journal):
                            "ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted AND l.pid != pg_backend_pid() "
                            "AND l.objid = (hashtextextended(?, 0) & 4294967295)::oid LIMIT 1", (key,)).fetchone()
             if time.monotonic() >= deadline:
-                who = f"{holder[0]} from {holder[1] or 'this host'}" if holder else "another process"
+                who = _who(holder) if holder else "another process"
                 raise JournalError(f"station {self.station} is already running batch {batch_id}: {who}")
             time.sleep(0.2)
+
+
+def _session_settings() -> tuple[tuple[str, str], ...]:
+    """The server side of a station's session: a transaction left idle ended, a silent client probed."""
+    return (("idle_in_transaction_session_timeout", str(int(IDLE_IN_TRANSACTION * 1000))),
+            ("tcp_keepalives_idle", str(KEEPALIVE_IDLE)), ("tcp_keepalives_interval", str(KEEPALIVE_INTERVAL)),
+            ("tcp_keepalives_count", str(KEEPALIVE_COUNT)), ("tcp_user_timeout", str(int(USER_TIMEOUT * 1000))))
+
+
+def _who(holder: tuple) -> str:
+    """A session as pg_stat_activity names it: application name and client address."""
+    return f"{holder[0] or 'a session'} from {holder[1] or 'this host'}"
 
 
 def _holder(fd: int) -> str:

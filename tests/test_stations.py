@@ -482,3 +482,91 @@ def test_a_station_that_found_no_batch_then_read_a_file_another_recorded_meanwhi
     finally:
         ja.close()
         jb.close()
+
+
+# ---- a station that vanishes mid-transaction ----
+
+def _lock_waiter(db, station: str) -> bool:
+    return db.execute("SELECT 1 FROM pg_stat_activity WHERE application_name LIKE %s AND wait_event_type = 'Lock'",
+                      (f"sscard station {station} %",)).fetchone() is not None
+
+
+def _sessions(pg_url, station: str) -> int:
+    import psycopg
+    with psycopg.connect(pg_url, autocommit=True) as db:
+        return db.execute("SELECT COUNT(*) FROM pg_stat_activity WHERE application_name LIKE %s",
+                          (f"sscard station {station} %",)).fetchone()[0]
+
+
+def test_a_station_frozen_while_recording_is_ended_by_the_server_and_another_makes_the_batch(
+        tmp_path, keyfile, pg_url, monkeypatch):
+    # Station a works (statement after statement) until b waits on its uncommitted rows, then freezes with its
+    # transaction open, its connection never closed: the server ends a's session, b records the file and makes
+    # every card.
+    import psycopg
+
+    from personalize import journal as jmod
+    monkeypatch.setattr(jmod, "IDLE_IN_TRANSACTION", 1.0)   # a's session only: b is a process of its own
+    csv_path = _holders(tmp_path, 6)
+    real, frozen, go = jmod._NewBatch.name, __import__("threading").Event(), __import__("threading").Event()
+
+    def name(self, batch_id, source_digest):
+        done = real(self, batch_id, source_digest)
+        with psycopg.connect(pg_url, autocommit=True) as db:
+            while not _lock_waiter(db, "b"):
+                self.q("SELECT pg_sleep(0.05)")             # healthy: never idle as long as the server allows
+        frozen.set()
+        go.wait(300)
+        return done
+    monkeypatch.setattr(jmod._NewBatch, "name", name)
+    ja, a, ta = _opener(tmp_path, csv_path, pg_url, "a")
+    ta.start()
+    b = _station(tmp_path, csv_path, keyfile, pg_url, "b")
+    try:
+        try:
+            out, err = b.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("station b still waits on the frozen station's transaction") from None
+        assert frozen.is_set()
+        assert b.returncode == 0, err
+        assert _sessions(pg_url, "a") == 0                  # the server ended the frozen session
+        assert _made_once(tmp_path, pg_url) == (6, 6, 6)
+    finally:
+        if b.poll() is None:
+            b.kill()
+            b.communicate()
+        go.set()
+        ta.join(60)
+        ja._db.close()
+    assert "error" in a                                     # a, woken, finds its session gone: nothing of it kept
+
+
+def test_a_station_waiting_on_a_session_left_idle_in_its_transaction_stops_naming_it(tmp_path, pg_url, monkeypatch):
+    # A session without a station's settings (an administrator's, an older sscard's) holds a cardholder of the
+    # file in a transaction left open: the station stops in one line naming it, nothing of its own written.
+    import psycopg
+
+    from personalize import journal as jmod
+    monkeypatch.setattr(jmod, "LOCK_WAIT", 0.2)
+    monkeypatch.setattr(jmod, "IDLE_IN_TRANSACTION", 0.5)
+    csv_path = _holders(tmp_path, 6)
+    person = cardholders.generate(6, seed=18)[2]
+    open_journal(pg_url).close()                            # the schema
+    other = psycopg.connect(pg_url, application_name="admin console")
+    other.execute("INSERT INTO cards (batch, row, card_number, ssn, state, updated) VALUES ('by hand', 1, %s, %s, "
+                  "'pending', 0)", (person["card_number"], person["ssn"]))
+    jb, b, tb = _opener(tmp_path, csv_path, pg_url, "b")
+    try:
+        tb.start()
+        tb.join(120)
+        assert not tb.is_alive(), "station b still waits on the idle session"
+        assert isinstance(b.get("error"), JournalError), b
+        message = str(b["error"])
+        assert "\n" not in message and "admin console" in message and "station b" in message
+        with psycopg.connect(pg_url, autocommit=True) as db:
+            assert db.execute("SELECT COUNT(*) FROM batches").fetchone()[0] == 0
+        assert not list(tmp_path.glob(".rejects-*")) and not list(tmp_path.glob("rejects-*"))
+    finally:
+        other.close()
+        tb.join(60)
+        jb.close()
