@@ -302,6 +302,7 @@ def _open_batch(opts: Options, journal: Journal) -> tuple[str, str, dict | None,
     its journal record when it was there already, reject file). A file the journal has not seen under this name
     is read once, recorded as it is hashed; otherwise it is hashed first to find its batch."""
     name = os.path.basename(opts.cardholder_file)
+    bid = None
     if not opts.resume and not journal.has_source(opts.profile.digest, name):
         if journal.EXCLUSIVE:
             journal.own("being recorded")           # the file's lock, before anything is written
@@ -314,8 +315,7 @@ def _open_batch(opts: Options, journal: Journal) -> tuple[str, str, dict | None,
         except Conflict:
             if journal.EXCLUSIVE:                   # nobody else writes a SQLite journal: not a race
                 raise
-            bid = batch_id(opts.profile, src := _digest(opts.cardholder_file))
-    else:
+    if bid is None:
         bid = batch_id(opts.profile, src := _digest(opts.cardholder_file))
     journal.own(bid)
     for _ in range(RECORD_TRIES):
