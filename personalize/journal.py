@@ -555,8 +555,9 @@ class PostgresJournal(Journal):
                                        tcp_user_timeout=int(USER_TIMEOUT * 1000))
             # Set once the session is up, not as libpq startup `options`, which a connection pooler
             # (PgBouncer by default) refuses.
-            for name, value in _session_settings():
-                self._db.execute("SELECT set_config(%s, %s, false)", (name, value))
+            names, values = zip(*_session_settings())
+            self._db.execute("SELECT set_config(name, value, false) FROM unnest(%s::text[], %s::text[]) AS s(name, value)",
+                             (list(names), list(values)))
         except psycopg.Error as e:
             raise JournalError(f"{redact(self.target)}: {str(e).strip().splitlines()[0]}") from None
 
